@@ -1,0 +1,27 @@
+# `make test` sets up everything on a fresh machine: a .venv at the repository root with the
+# project and its test dependencies, and redis-server from the system packages when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch 2.14.1 and torchaudio 2.11.0 install from this machine's disk; they work together.
+TORCH_PINS := torch==2.14.1 torchaudio==2.11.0
+
+.PHONY: install test lint redis-server
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e '.[worker,api,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install redis-server
+	$(PY) -m pytest

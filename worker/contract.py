@@ -1,0 +1,269 @@
+"""The contract between the API and the workers: names, states, the request and storage keys.
+
+STDLIB ONLY. The API imports this module in an image without torch, Celery or ``echo_tts``;
+keep it that way (``tests/service/test_contract.py`` checks it in a subprocess).
+
+Calling convention (the API enqueues by name, never by importing worker code)::
+
+    celery.send_task(SYNTHESIZE, kwargs=request.to_dict(), queue=QUEUE_INTERACTIVE, task_id=request.job_id)
+    celery.send_task(ENCODE_VOICE, kwargs={"voice_id": vid, "reference_key": key}, queue=QUEUE_INTERACTIVE)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# --- task and queue names (strings defined once) -------------------------------------------
+SYNTHESIZE = "echo.synthesize"  # kwargs: SynthesisRequest.to_dict()
+ENCODE_VOICE = "echo.encode_voice"  # kwargs: {"voice_id": str, "reference_key": str | None}
+QUEUE_INTERACTIVE = "tts"  # short interactive jobs; never waits behind a book
+QUEUE_BULK = "tts-bulk"  # audiobook segments and other bulk work
+QUEUES = (QUEUE_INTERACTIVE, QUEUE_BULK)
+
+# A task re-delivered more often than this (worker killed each time) fails the job instead of
+# looping forever (celery's task_reject_on_worker_lost "can cause message loops").
+MAX_DELIVERIES = 3
+
+
+class JobState(StrEnum):
+    """Job lifecycle, a str for JSON: queued -> running -> succeeded | failed | canceled (| expired)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED, JobState.EXPIRED})
+
+
+class VoiceState(StrEnum):
+    """Lifecycle of a stored voice: its speaker latents are encoded once by a worker."""
+
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class ErrorCode(StrEnum):
+    """``error.code`` of a failed job or voice (the message says the details)."""
+
+    INVALID_INPUT = "invalid_input"  # anything the request got wrong that no retry fixes
+    TEXT_TOO_LONG = "text_too_long"  # a piece of text that split_text could not fit
+    INVALID_AUDIO = "invalid_audio"  # reference audio that is not decodable audio
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    VOICE_NOT_FOUND = "voice_not_found"
+    VOICE_NOT_READY = "voice_not_ready"  # the voice's latents failed to encode
+    RENDER_FAILED = "render_failed"  # an unexpected error inside the model
+    CANCELED = "canceled"
+    STORAGE_UNAVAILABLE = "storage_unavailable"  # transient storage errors outlived the retries
+    TIME_LIMIT = "time_limit"  # the job ran past its time limit
+    WORKER_LOST = "worker_lost"  # the worker died on this job MAX_DELIVERIES times
+    EXPIRED = "expired"  # the job waited in the queue past its deadline
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """How an output format is stored and served."""
+
+    extension: str
+    content_type: str
+
+
+# Must agree with echo_tts.audio.AUDIO_FORMATS (a test checks it once that exists).
+OUTPUT_FORMATS: dict[str, OutputFormat] = {
+    "wav": OutputFormat("wav", "audio/wav"),
+    "flac": OutputFormat("flac", "audio/flac"),
+    "mp3": OutputFormat("mp3", "audio/mpeg"),
+    "opus": OutputFormat("opus", "audio/ogg"),
+    "aac": OutputFormat("aac", "audio/aac"),
+    "pcm": OutputFormat("pcm", "audio/L16"),
+}
+DEFAULT_FORMAT = "wav"
+
+# The six names of echo_tts.config.SAMPLER_PRESETS, in upstream order (a test checks equality).
+PRESET_NAMES = (
+    "Independent-High-Speaker-CFG",
+    "Independent-High-Speaker-CFG-Flat",
+    "Independent-High-CFG",
+    "Independent-High-CFG-Flat",
+    "Independent-Low-CFG",
+    "Independent-Low-CFG-Flat",
+)
+DEFAULT_PRESET = "Independent-High-Speaker-CFG"
+
+
+@dataclass(frozen=True)
+class OverrideBound:
+    """Inclusive range of one sampler override; ``nullable`` fields accept null to switch off."""
+
+    name: str
+    kind: type  # int or float
+    minimum: float
+    maximum: float
+    nullable: bool = False
+
+    def check(self, value: object) -> str | None:
+        """An error message naming the field and its bounds, or None when the value is fine."""
+        if value is None:
+            return None if self.nullable else f"{self.name} must not be null"
+        ok_type = isinstance(value, int) if self.kind is int else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok_type:
+            return f"{self.name} must be {'an integer' if self.kind is int else 'a number'}"
+        if not self.minimum <= value <= self.maximum:  # type: ignore[operator]
+            return f"{self.name} must be between {self.minimum} and {self.maximum}, got {value}"
+        return None
+
+
+# Field names are SamplerConfig's; bounds are generous around the upstream UI's sliders.
+OVERRIDE_BOUNDS: dict[str, OverrideBound] = {
+    b.name: b
+    for b in (
+        OverrideBound("num_steps", int, 1, 100),
+        OverrideBound("cfg_scale_text", float, 0.0, 20.0),
+        OverrideBound("cfg_scale_speaker", float, 0.0, 20.0),
+        OverrideBound("cfg_min_t", float, 0.0, 1.0),
+        OverrideBound("cfg_max_t", float, 0.0, 1.0),
+        OverrideBound("truncation_factor", float, 0.1, 2.0, nullable=True),
+        OverrideBound("rescale_k", float, 0.1, 5.0, nullable=True),
+        OverrideBound("rescale_sigma", float, 0.1, 10.0, nullable=True),
+        OverrideBound("speaker_kv_scale", float, 0.1, 5.0, nullable=True),
+        OverrideBound("speaker_kv_max_layers", int, 0, 64, nullable=True),
+        OverrideBound("speaker_kv_min_t", float, 0.0, 1.0, nullable=True),
+    )
+}
+OVERRIDE_NAMES = tuple(OVERRIDE_BOUNDS)
+
+OUTPUT_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+MODEL_SAMPLE_RATE = 44_100
+
+
+class ContractError(ValueError):
+    """Raised when a request does not satisfy the contract (the message names the field)."""
+
+
+def override_errors(overrides: dict[str, Any]) -> list[str]:
+    """Every problem with ``overrides`` (unknown names, wrong types, out of bounds)."""
+    problems = [f"unknown override {name!r}" for name in overrides if name not in OVERRIDE_BOUNDS]
+    for name, value in overrides.items():
+        bound = OVERRIDE_BOUNDS.get(name)
+        message = bound.check(value) if bound else None
+        if message:
+            problems.append(message)
+    return problems
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One synthesis job as the worker receives it (JSON through the broker: no audio bytes).
+
+    ``voice_id`` names a stored voice (its latents are loaded, never re-encoded);
+    ``speaker_key`` names a one-shot reference upload (``uploads/{job_id}/…``) encoded for
+    this job only. At most one of them is set; neither means the unconditional speaker.
+    """
+
+    job_id: str
+    text: str
+    seed: int
+    format: str = DEFAULT_FORMAT
+    preset: str = DEFAULT_PRESET
+    overrides: dict[str, Any] = field(default_factory=dict)
+    voice_id: str | None = None
+    speaker_key: str | None = None
+    sample_rate: int | None = None
+    owner: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise ContractError naming the first field that breaks the contract."""
+        problems: list[str] = []
+        if not self.job_id:
+            problems.append("job_id must not be empty")
+        if not self.text or not self.text.strip():
+            problems.append("text must not be empty")
+        if self.format not in OUTPUT_FORMATS:
+            problems.append(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
+        if self.preset not in PRESET_NAMES:
+            problems.append(f"preset must be one of {', '.join(PRESET_NAMES)}, got {self.preset!r}")
+        if self.voice_id and self.speaker_key:
+            problems.append("give either voice_id or speaker_key, not both")
+        if self.sample_rate is not None and self.sample_rate not in OUTPUT_SAMPLE_RATES:
+            problems.append(f"sample_rate must be one of {OUTPUT_SAMPLE_RATES}, got {self.sample_rate}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            problems.append("seed must be an integer in [0, 2**63)")
+        problems += override_errors(self.overrides)
+        if problems:
+            raise ContractError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict; ``from_dict(to_dict())`` round-trips."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SynthesisRequest:
+        """Build and validate; unknown or missing fields raise ContractError naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ContractError(f"unknown request fields: {', '.join(unknown)}")
+        try:
+            request = cls(**data)
+        except TypeError as exc:
+            raise ContractError(f"bad request: {exc}") from None
+        request.validate()
+        return request
+
+
+# --- storage keys (DESIGN §4); one bucket, same layout on S3 and on local disk -------------
+def job_audio_key(job_id: str, fmt: str) -> str:
+    """``jobs/{id}/audio.{ext}``: deterministic, so a re-delivered task finds its own result."""
+    return f"jobs/{job_id}/audio.{OUTPUT_FORMATS[fmt].extension}"
+
+
+def upload_key(job_id: str, filename: str) -> str:
+    """``uploads/{id}/{filename}`` for a one-shot reference (filename is ours, not the client's)."""
+    return f"uploads/{job_id}/{filename}"
+
+
+def voice_reference_key(voice_id: str, extension: str) -> str:
+    """``voices/{id}/reference.{ext}``: the reference audio as uploaded."""
+    return f"voices/{voice_id}/reference.{extension.lstrip('.')}"
+
+
+def voice_reference_prefix(voice_id: str) -> str:
+    return f"voices/{voice_id}/reference."
+
+
+def voice_latents_key(voice_id: str) -> str:
+    """``voices/{id}/latents.safetensors``: the speaker latents, encoded once."""
+    return f"voices/{voice_id}/latents.safetensors"
+
+
+def segment_cache_key(digest: str) -> str:
+    """``cache/segments/{sha256}.flac``: a content-addressed rendered segment."""
+    return f"cache/segments/{digest}.flac"
+
+
+def segment_digest(*, model_revision: str, voice: str, settings: dict[str, Any], seed: int, text: str) -> str:
+    """sha256 over everything that decides a segment's samples (normalised text included)."""
+    payload = {"model": model_revision, "voice": voice, "settings": settings, "seed": seed, "text": text}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# --- worker heartbeats (for /readyz) -------------------------------------------------------
+HEARTBEAT_PREFIX = "echo:heartbeat:"
+HEARTBEAT_PATTERN = HEARTBEAT_PREFIX + "*"  # SCAN MATCH pattern for live workers
+HEARTBEAT_TTL_S = 30  # a worker that stops writing for this long counts as gone
+HEARTBEAT_INTERVAL_S = 10
+
+
+def heartbeat_key(worker_name: str) -> str:
+    """Redis key a live worker refreshes; its value is JSON {name, queues, pid, model_revision, ts}."""
+    return HEARTBEAT_PREFIX + worker_name

@@ -1,0 +1,322 @@
+"""Job records in our own Redis hashes, shared by the API and the worker (torch-free, Celery-free).
+
+Layout (``{p}`` is the key prefix, ``echo`` by default):
+``{p}:job:{id}`` hash with a TTL (result retention) · ``{p}:jobs:{owner}`` sorted set of job ids by
+created time · ``{p}:idem:{owner}:{key}`` → ``fingerprint job_id`` (same TTL as the job) ·
+``echo:heartbeat:{name}`` (``worker.contract.heartbeat_key``) heartbeat JSON with a TTL. Voices live in
+:mod:`worker.voicestore`, reached as ``JobStore(...).voices``.
+
+Every state change is one Lua script, so the API and any number of workers may race freely:
+``queued → running → succeeded | failed | canceled`` and ``queued → canceled | expired``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from base64 import urlsafe_b64decode, urlsafe_b64encode
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from worker.contract import HEARTBEAT_PATTERN, HEARTBEAT_TTL_S, TERMINAL_STATES, JobState, heartbeat_key
+from worker.records import fingerprint, iso, loads, new_id, opt_float
+from worker.voicestore import VoiceStore
+
+DEFAULT_JOB_TTL_S = 7 * 24 * 3600  # result retention: the record lives this long after its last change
+TERMINAL = TERMINAL_STATES
+
+# KEYS: idem key or "", job key, owner index. ARGV: fingerprint, job id, ttl, score, then field/value pairs.
+_CREATE = """
+if KEYS[1] ~= '' then
+  local prior = redis.call('GET', KEYS[1])
+  if prior then
+    local sep = string.find(prior, ' ', 1, true)
+    local fp, id = string.sub(prior, 1, sep - 1), string.sub(prior, sep + 1)
+    if fp ~= ARGV[1] then return {'conflict', id} end
+    return {'existing', id}
+  end
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return {'created', ARGV[2]}
+"""
+# ARGV: comma-separated allowed states, "1" to refuse when cancel was requested, ttl, new state, pairs.
+_TRANSITION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return 0 end
+if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+# ARGV: fraction, step, total_steps, segments_done, segments_total. Refuses to move backwards.
+_PROGRESS = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'progress_fraction') or '0')
+local done = tonumber(redis.call('HGET', KEYS[1], 'segments_done') or '0')
+if tonumber(ARGV[1]) < cur or tonumber(ARGV[4]) < done then return 0 end
+redis.call('HSET', KEYS[1], 'progress_fraction', ARGV[1], 'step', ARGV[2], 'total_steps', ARGV[3],
+  'segments_done', ARGV[4], 'segments_total', ARGV[5])
+return 1
+"""
+
+
+class JobStoreError(Exception):
+    """Raised when the job store is used wrongly (root of this module's errors)."""
+
+
+class IdempotencyConflict(JobStoreError):
+    """Raised when an Idempotency-Key is reused with a different request body."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Idempotency-Key already used for job {job_id} with a different body")
+        self.job_id = job_id
+
+
+class InvalidCursor(JobStoreError):
+    """Raised when a pagination cursor was not produced by this store."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    fraction: float = 0.0
+    step: int = 0
+    total_steps: int = 0
+    segments_done: int = 0
+    segments_total: int = 0
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    owner: str
+    status: JobState
+    request: dict[str, Any]
+    created_ts: float
+    started_ts: float | None = None
+    finished_ts: float | None = None
+    progress: Progress = field(default_factory=Progress)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    attempts: int = 0
+
+    @property
+    def created_at(self) -> str:
+        return iso(self.created_ts) or ""
+
+    @property
+    def started_at(self) -> str | None:
+        return iso(self.started_ts)
+
+    @property
+    def finished_at(self) -> str | None:
+        return iso(self.finished_ts)
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> JobRecord:
+        return cls(
+            id=h["id"], owner=h["owner"], status=JobState(h["status"]), request=loads(h.get("request")) or {},
+            created_ts=float(h["created_ts"]), started_ts=opt_float(h.get("started_ts")),
+            finished_ts=opt_float(h.get("finished_ts")),
+            progress=Progress(float(h.get("progress_fraction") or 0), int(h.get("step") or 0),
+                              int(h.get("total_steps") or 0), int(h.get("segments_done") or 0),
+                              int(h.get("segments_total") or 0)),
+            result=loads(h.get("result")), error=loads(h.get("error")), timings=loads(h.get("timings")),
+            cancel_requested=h.get("cancel_requested") == "1", attempts=int(h.get("attempts") or 0),
+        )
+
+
+class JobStore:
+    """Job records and worker heartbeats in Redis. ``client`` must use ``decode_responses=True``."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "echo", job_ttl_s: int = DEFAULT_JOB_TTL_S,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.r, self.prefix, self.ttl, self.clock = client, prefix, int(job_ttl_s), clock
+        self._create = client.register_script(_CREATE)
+        self._transition = client.register_script(_TRANSITION)
+        self._progress = client.register_script(_PROGRESS)
+        self.voices = VoiceStore(client, prefix=prefix, clock=clock)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> JobStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True), **kwargs)
+
+    def _job_key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def _index_key(self, owner: str) -> str:
+        return f"{self.prefix}:jobs:{owner}"
+
+    # -- create / read ---------------------------------------------------------------------------
+    def create(self, owner: str, request: dict[str, Any], *, idempotency_key: str | None = None,
+               body_fingerprint: str | None = None, job_id: str | None = None) -> tuple[JobRecord, bool]:
+        """Store a queued job; returns ``(record, created)``. With an idempotency key, the same owner,
+        key and fingerprint (default: hash of ``request``) return the earlier job with ``created=False``;
+        another fingerprint raises :class:`IdempotencyConflict`."""
+        job_id = job_id or new_id("job")
+        now = self.clock()
+        fp = body_fingerprint or fingerprint(request)
+        idem = f"{self.prefix}:idem:{owner}:{idempotency_key}" if idempotency_key else ""
+        fields = {"id": job_id, "owner": owner, "status": JobState.QUEUED.value, "created_ts": repr(now),
+                  "request": json.dumps(request), "attempts": "0", "cancel_requested": "0"}
+        pairs = [x for kv in fields.items() for x in kv]
+        outcome, found = self._create(keys=[idem, self._job_key(job_id), self._index_key(owner)],
+                                      args=[fp, job_id, self.ttl, repr(now), *pairs])
+        if outcome == "conflict":
+            raise IdempotencyConflict(found)
+        record = self.get(found)
+        if record is None:  # the earlier job expired between the two calls: a vanishingly rare race
+            raise JobStoreError(f"job {found} vanished")
+        return record, outcome == "created"
+
+    def get(self, job_id: str, *, owner: str | None = None) -> JobRecord | None:
+        """The record, or None when unknown, expired, or owned by someone other than ``owner``."""
+        h = self.r.hgetall(self._job_key(job_id))
+        if not h or (owner is not None and h.get("owner") != owner):
+            return None
+        return JobRecord.from_hash(h)
+
+    def list_jobs(self, owner: str, *, status: Iterable[JobState] | None = None, limit: int = 20,
+             cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+        """Newest first; returns ``(records, next_cursor)``; ``next_cursor`` is None on the last page."""
+        wanted = set(status) if status else None
+        index = self._index_key(owner)
+        max_score, after_id = _decode_cursor(cursor) if cursor else ("+inf", None)
+        out: list[JobRecord] = []
+        while len(out) < limit:
+            batch = self.r.zrevrangebyscore(index, max_score, "-inf", start=0, num=limit * 2 + 8, withscores=True)
+            if after_id is not None:
+                batch = [(m, s) for m, s in batch if not (s == float(max_score) and m >= after_id)]
+            if not batch:
+                return out, None
+            pipe = self.r.pipeline(transaction=False)
+            for member, _ in batch:
+                pipe.hgetall(self._job_key(member))
+            for (member, score), h in zip(batch, pipe.execute(), strict=True):
+                max_score, after_id = repr(score), member
+                if not h:
+                    self.r.zrem(index, member)  # the record expired: drop it from the index lazily
+                    continue
+                record = JobRecord.from_hash(h)
+                if wanted is None or record.status in wanted:
+                    out.append(record)
+                if len(out) == limit:
+                    break
+        tail = self.r.zrevrangebyscore(index, max_score, "-inf", start=0, num=limit + 8, withscores=True)
+        has_more = any(not (s == float(max_score) and m >= (after_id or "")) for m, s in tail)
+        return out, _encode_cursor(max_score, after_id) if has_more and after_id else None
+
+    # -- worker side -----------------------------------------------------------------------------
+    def _move(self, job_id: str, allowed: Iterable[JobState], new: JobState, fields: dict[str, Any],
+              *, refuse_if_cancel: bool = False) -> bool:
+        pairs = [x for k, v in fields.items() for x in (k, v)]
+        return bool(self._transition(keys=[self._job_key(job_id)], args=[
+            ",".join(s.value for s in allowed), "1" if refuse_if_cancel else "0", self.ttl, new.value, *pairs]))
+
+    def mark_running(self, job_id: str) -> bool:
+        """queued → running; a re-delivered running job stays running. False when canceled, cancel
+        was requested, terminal or unknown: the worker must not render it."""
+        record = self.get(job_id)
+        if record is None or record.status not in (JobState.QUEUED, JobState.RUNNING):
+            return False
+        started = record.started_ts or self.clock()
+        ok = self._move(job_id, [JobState.QUEUED, JobState.RUNNING], JobState.RUNNING,
+                        {"started_ts": repr(started)}, refuse_if_cancel=True)
+        if ok:
+            self.r.hincrby(self._job_key(job_id), "attempts", 1)
+        return ok
+
+    def update_progress(self, job_id: str, *, fraction: float, step: int = 0, total_steps: int = 0,
+                        segments_done: int = 0, segments_total: int = 0) -> bool:
+        """Record progress of a running job; an update that would move it backwards is ignored (False)."""
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        return bool(self._progress(keys=[self._job_key(job_id)],
+                                   args=[repr(fraction), step, total_steps, segments_done, segments_total]))
+
+    def _timings(self, job_id: str, now: float, extra: dict[str, Any] | None, duration_s: float = 0.0) -> str:
+        """queue_s and render_s from the record's clocks, rtf (render time / audio time), then ``extra``."""
+        record = self.get(job_id)
+        timings: dict[str, Any] = {}
+        if record and record.started_ts is not None:
+            timings = {"queue_s": round(record.started_ts - record.created_ts, 4),
+                       "render_s": round(now - record.started_ts, 4)}
+            if duration_s > 0:
+                timings["rtf"] = round(timings["render_s"] / duration_s, 4)
+        timings.update(extra or {})
+        return json.dumps(timings)
+
+    def succeed(self, job_id: str, result: dict[str, Any], timings: dict[str, Any] | None = None) -> bool:
+        """running → succeeded with the result (storage key, format, duration_s, sample_rate, bytes)."""
+        now = self.clock()
+        return self._move(job_id, [JobState.RUNNING], JobState.SUCCEEDED, {
+            "result": json.dumps(result),
+            "timings": self._timings(job_id, now, timings, float(result.get("duration_s") or 0)),
+            "finished_ts": repr(now), "progress_fraction": "1.0"})
+
+    def fail(self, job_id: str, code: str, message: str, timings: dict[str, Any] | None = None) -> bool:
+        """queued|running → failed with an error code and message."""
+        now = self.clock()
+        return self._move(job_id, [JobState.QUEUED, JobState.RUNNING], JobState.FAILED, {
+            "error": json.dumps({"code": code, "message": message}),
+            "timings": self._timings(job_id, now, timings), "finished_ts": repr(now)})
+
+    def mark_canceled(self, job_id: str) -> bool:
+        """queued|running → canceled: the worker's side of a cooperative cancel."""
+        return self._move(job_id, [JobState.QUEUED, JobState.RUNNING], JobState.CANCELED,
+                          {"finished_ts": repr(self.clock()), "cancel_requested": "1"})
+
+    def mark_expired(self, job_id: str) -> bool:
+        """queued → expired: the job outlived its queue deadline before a worker took it."""
+        return self._move(job_id, [JobState.QUEUED], JobState.EXPIRED, {"finished_ts": repr(self.clock())})
+
+    def request_cancel(self, job_id: str) -> JobRecord | None:
+        """Queued → canceled at once; running → cancel flag (the worker finishes); terminal → no-op.
+        Idempotent. Returns the record after the change (None when unknown)."""
+        if not self.mark_canceled_if_queued(job_id):
+            self._flag_cancel(job_id)
+        return self.get(job_id)
+
+    def mark_canceled_if_queued(self, job_id: str) -> bool:
+        return self._move(job_id, [JobState.QUEUED], JobState.CANCELED,
+                          {"finished_ts": repr(self.clock()), "cancel_requested": "1"})
+
+    def _flag_cancel(self, job_id: str) -> None:
+        self._move(job_id, [JobState.RUNNING], JobState.RUNNING, {"cancel_requested": "1"})
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        status, flag = self.r.hmget(self._job_key(job_id), "status", "cancel_requested")
+        return flag == "1" or status == JobState.CANCELED.value
+
+    # -- heartbeats ------------------------------------------------------------------------------
+    def heartbeat(self, name: str, info: dict[str, Any] | None = None, *, ttl_s: int = HEARTBEAT_TTL_S) -> None:
+        """Announce a live worker for ``ttl_s`` seconds (call it more often than that)."""
+        body = {"name": name, "ts": self.clock(), **(info or {})}
+        self.r.set(heartbeat_key(name), json.dumps(body), ex=ttl_s)
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        """The heartbeats that have not expired, as written (name, ts and the worker's info)."""
+        keys = sorted(self.r.scan_iter(match=HEARTBEAT_PATTERN, count=200))
+        values = self.r.mget(keys) if keys else []
+        return [json.loads(v) for v in values if v]
+
+
+def _encode_cursor(score: str, member: str) -> str:
+    return urlsafe_b64encode(f"{score} {member}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        score, member = urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(" ", 1)
+        float(score)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("cursor is not one returned by this API") from exc
+    return score, member

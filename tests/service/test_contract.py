@@ -78,13 +78,13 @@ def test_storage_keys_follow_the_design_layout() -> None:
     assert contract.heartbeat_key("w@h").startswith(contract.HEARTBEAT_PREFIX)
 
 
-def test_the_contract_imports_without_torch_celery_redis_or_echo_tts() -> None:
+def test_the_contract_and_settings_import_without_torch_celery_redis_or_echo_tts() -> None:
     # Given a Python where those imports fail
     code = (
         "import sys\n"
         "for name in ('torch', 'celery', 'redis', 'echo_tts', 'boto3', 'numpy'):\n"
         "    sys.modules[name] = None\n"
-        "import worker.contract\n"
+        "import worker.contract, worker.settings\n"
         "print('ok')\n"
     )
     # When the contract and settings are imported

@@ -1,0 +1,77 @@
+"""Tiny EchoDiT fixtures shared by the model, weights, sampler and pipeline tests."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from echo_tts.config import AE_LATENT_DIM, LATENT_DIM, EchoDiTConfig
+from echo_tts.model import EchoDiT
+from echo_tts.pca import PCAState
+from echo_tts.weights import save_echo_dit, save_pca
+
+TINY_DIT_SEED = 1234
+TINY_DIT_CONFIG = EchoDiTConfig(
+    model_size=64,
+    num_layers=2,
+    num_heads=4,
+    intermediate_size=96,
+    text_model_size=48,
+    text_num_layers=2,
+    text_num_heads=2,
+    text_intermediate_size=80,
+    speaker_model_size=48,
+    speaker_num_layers=2,
+    speaker_num_heads=2,
+    speaker_intermediate_size=80,
+    timestep_embed_size=32,
+    adaln_rank=8,
+)
+
+
+def make_tiny_dit(config: EchoDiTConfig = TINY_DIT_CONFIG, *, seed: int = TINY_DIT_SEED, blockwise: bool = True):
+    """Random-init float32 EchoDiT on the CPU in eval mode; norm weights are perturbed away from 1."""
+    torch.manual_seed(seed)
+    model = EchoDiT(config, blockwise=blockwise)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.copy_(1.0 + 0.2 * torch.randn_like(param))
+    return model.eval().requires_grad_(False)
+
+
+def make_tiny_pca(*, seed: int = TINY_DIT_SEED, ae_dim: int = AE_LATENT_DIM) -> PCAState:
+    """Orthonormal random components (80, ae_dim), a random mean and the published scale float32(1/18)."""
+    generator = torch.Generator().manual_seed(seed)
+    basis, _ = torch.linalg.qr(torch.randn(ae_dim, LATENT_DIM, generator=generator))  # (ae_dim, 80)
+    mean = 0.1 * torch.randn(ae_dim, generator=generator)
+    scale = torch.tensor(1.0 / 18.0, dtype=torch.float32).item()
+    assert math.isclose(scale, 1 / 18, rel_tol=1e-6)
+    return PCAState(pca_components=basis.T.contiguous(), pca_mean=mean, latent_scale=scale)
+
+
+@pytest.fixture
+def tiny_dit_config() -> EchoDiTConfig:
+    return TINY_DIT_CONFIG
+
+
+@pytest.fixture
+def tiny_dit(tiny_dit_config: EchoDiTConfig) -> EchoDiT:
+    return make_tiny_dit(tiny_dit_config)
+
+
+@pytest.fixture
+def tiny_pca() -> PCAState:
+    return make_tiny_pca()
+
+
+@pytest.fixture
+def tiny_checkpoint_dir(tmp_path: Path, tiny_dit: EchoDiT, tiny_pca: PCAState) -> Path:
+    """A directory laid out like ``jordand/echo-tts-base``: weights, PCA file and a tiny config.json."""
+    directory = tmp_path / "echo-tts-base"
+    save_echo_dit(tiny_dit, directory)
+    save_pca(tiny_pca, directory)
+    return directory

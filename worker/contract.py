@@ -71,20 +71,23 @@ class ErrorCode(StrEnum):
 
 @dataclass(frozen=True)
 class OutputFormat:
-    """How an output format is stored and served."""
+    """How an output format is stored and served; ``sample_rates`` None means any allowed rate."""
 
     extension: str
     content_type: str
+    sample_rates: tuple[int, ...] | None = None
 
 
-# Must agree with echo_tts.audio.AUDIO_FORMATS (a test checks it once that exists).
+_MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+_AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+# Must agree with echo_tts.audio.AUDIO_FORMATS (tests/service/test_contract.py checks it).
 OUTPUT_FORMATS: dict[str, OutputFormat] = {
     "wav": OutputFormat("wav", "audio/wav"),
     "flac": OutputFormat("flac", "audio/flac"),
-    "mp3": OutputFormat("mp3", "audio/mpeg"),
-    "opus": OutputFormat("opus", "audio/ogg"),
-    "aac": OutputFormat("aac", "audio/aac"),
-    "pcm": OutputFormat("pcm", "audio/L16"),
+    "mp3": OutputFormat("mp3", "audio/mpeg", _MP3_RATES),
+    "opus": OutputFormat("opus", "audio/ogg; codecs=opus", (48000,)),  # always written at 48 kHz
+    "aac": OutputFormat("m4a", "audio/mp4", _AAC_RATES),  # AAC in an MP4 container
+    "pcm": OutputFormat("pcm", "audio/L16"),  # raw 16-bit little-endian mono
 }
 DEFAULT_FORMAT = "wav"
 
@@ -141,7 +144,7 @@ OVERRIDE_BOUNDS: dict[str, OverrideBound] = {
 }
 OVERRIDE_NAMES = tuple(OVERRIDE_BOUNDS)
 
-OUTPUT_SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+MIN_OUTPUT_SAMPLE_RATE, MAX_OUTPUT_SAMPLE_RATE = 8000, 96000
 MODEL_SAMPLE_RATE = 44_100
 
 
@@ -158,6 +161,18 @@ def override_errors(overrides: dict[str, Any]) -> list[str]:
         if message:
             problems.append(message)
     return problems
+
+
+def sample_rate_errors(fmt: str, rate: object) -> list[str]:
+    """Problems with an output ``sample_rate`` for ``fmt`` (opus ignores it: always 48 kHz)."""
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        return ["sample_rate must be an integer"]
+    if not MIN_OUTPUT_SAMPLE_RATE <= rate <= MAX_OUTPUT_SAMPLE_RATE:
+        return [f"sample_rate must be between {MIN_OUTPUT_SAMPLE_RATE} and {MAX_OUTPUT_SAMPLE_RATE}, got {rate}"]
+    spec = OUTPUT_FORMATS.get(fmt)
+    if spec and spec.sample_rates and fmt != "opus" and rate not in spec.sample_rates:
+        return [f"{fmt} cannot be written at {rate} Hz; valid rates: {', '.join(map(str, spec.sample_rates))}"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -194,8 +209,8 @@ class SynthesisRequest:
             problems.append(f"preset must be one of {', '.join(PRESET_NAMES)}, got {self.preset!r}")
         if self.voice_id and self.speaker_key:
             problems.append("give either voice_id or speaker_key, not both")
-        if self.sample_rate is not None and self.sample_rate not in OUTPUT_SAMPLE_RATES:
-            problems.append(f"sample_rate must be one of {OUTPUT_SAMPLE_RATES}, got {self.sample_rate}")
+        if self.sample_rate is not None:
+            problems += sample_rate_errors(self.format, self.sample_rate)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             problems.append("seed must be an integer in [0, 2**63)")
         problems += override_errors(self.overrides)

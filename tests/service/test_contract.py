@@ -38,7 +38,8 @@ def test_a_request_round_trips_through_a_plain_dict() -> None:
         ({"overrides": {"cfg_scale_text": None}}, "cfg_scale_text"),
         ({"overrides": {"warp": 1}}, "warp"),
         ({"voice_id": "v", "speaker_key": "uploads/j1/speaker.wav"}, "voice_id"),
-        ({"sample_rate": 12345}, "sample_rate"),
+        ({"sample_rate": 4000}, "sample_rate"),
+        ({"format": "mp3", "sample_rate": 96000}, "96000"),
         ({"seed": -1}, "seed"),
     ],
 )
@@ -110,3 +111,15 @@ def test_override_names_are_sampler_config_fields() -> None:
     fields = {f.name for f in dataclasses.fields(SamplerConfig)}
     # Then every override is one of them
     assert set(contract.OVERRIDE_NAMES) <= fields
+
+
+def test_output_formats_agree_with_the_audio_encoder() -> None:
+    # Given the model library's encoder formats
+    from echo_tts.audio import AUDIO_FORMATS
+
+    # Then names, extensions, content types and allowed rates are the same
+    assert set(contract.OUTPUT_FORMATS) == set(AUDIO_FORMATS)
+    for name, ours in contract.OUTPUT_FORMATS.items():
+        theirs = AUDIO_FORMATS[name]
+        assert (ours.extension, ours.content_type, ours.sample_rates) == (
+            theirs.extension, theirs.content_type, theirs.sample_rates), name

@@ -49,7 +49,9 @@ __all__ = [
 
 AudioSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
-# libsndfile reads MP3 too, but FFmpeg (what upstream's torchcodec uses) handles it here.
+# libsndfile reads MP3 too (via mpg123, which writes warnings to stderr), but FFmpeg, what
+# upstream's torchcodec uses, decodes MPEG audio here; MPEG files are recognised by their
+# first bytes so libsndfile never opens them.
 _PYAV_ONLY_SF_FORMATS = frozenset({"MP3"})
 
 
@@ -170,8 +172,22 @@ def _limit(rate: int, max_duration: float | None) -> int | None:
     return None if max_duration is None else int(math.ceil(max_duration * rate - 1e-9))
 
 
+def _looks_like_mpeg_audio(handle) -> bool:
+    """ID3 tag or an MPEG/ADTS frame sync at the start: leave it to FFmpeg."""
+    raw = _raw(handle)
+    if isinstance(raw, str):
+        with open(raw, "rb") as file:
+            head = file.read(3)
+    else:
+        head = raw.read(3)
+        _rewind(handle)
+    return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+
+
 def _decode_soundfile(handle, max_duration: float | None) -> tuple[np.ndarray, int] | None:
     """(C, n) float32 and the rate, or ``None`` when libsndfile can't (or shouldn't) read it."""
+    if _looks_like_mpeg_audio(handle):
+        return None
     try:
         with sf.SoundFile(_raw(handle)) as f:
             if f.format in _PYAV_ONLY_SF_FORMATS or f.samplerate <= 0:
@@ -185,6 +201,8 @@ def _decode_soundfile(handle, max_duration: float | None) -> tuple[np.ndarray, i
 
 
 def _soundfile_info(handle) -> float | None:
+    if _looks_like_mpeg_audio(handle):
+        return None
     try:
         with sf.SoundFile(_raw(handle)) as f:
             if f.format in _PYAV_ONLY_SF_FORMATS or f.samplerate <= 0 or f.frames <= 0:

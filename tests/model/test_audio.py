@@ -234,3 +234,14 @@ def test_probe_duration_of_garbage_raises_invalid_audio():
     # Then InvalidAudio
     with pytest.raises(InvalidAudio):
         probe_duration(np.random.default_rng(1).bytes(5000))
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "aac"])
+def test_a_file_cut_short_loads_what_is_there_quietly(fmt, capfd):
+    # Given two seconds of audio with the second half of the file missing
+    blob = encode_audio(sine(2.0), SAMPLE_RATE, fmt)
+    # When it is loaded
+    audio = load_audio(blob[: len(blob) // 2])
+    # Then roughly the first second comes back and no decoder writes to stderr
+    assert 0.5 * SAMPLE_RATE < audio.shape[1] < 1.5 * SAMPLE_RATE
+    assert capfd.readouterr().err == ""

@@ -7,9 +7,10 @@ Every number here comes from the upstream Echo-TTS release (see
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
-from .errors import InvalidSamplerConfig
+from .errors import InvalidSamplerConfig, WeightsError
 
 # --- audio and length constants (spec §2) -------------------------------------------------
 SAMPLE_RATE = 44_100  # S1-DAC works at 44.1 kHz mono
@@ -149,3 +150,132 @@ def sampler_preset(name: str) -> SamplerConfig:
     except KeyError:
         valid = ", ".join(SAMPLER_PRESETS)
         raise InvalidSamplerConfig(f"unknown preset {name!r}; valid presets: {valid}") from None
+
+
+# --- Fish S1-DAC autoencoder (spec §5.1) ---------------------------------------------------
+# The published config.json carries only these fields; the transformer sizes are hard-coded
+# upstream and are extra fields here (with the full-size values as defaults).
+AUTOENCODER_PUBLISHED_FIELDS = (
+    "sample_rate",
+    "encoder_dim",
+    "encoder_rates",
+    "latent_dim",
+    "decoder_dim",
+    "decoder_rates",
+    "n_codebooks",
+    "codebook_size",
+    "codebook_dim",
+    "semantic_codebook_size",
+    "causal",
+)
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Hyper-parameters of the Fish S1-DAC codec; defaults are the published ``fish-s1-dac-min``.
+
+    The encoder transformer sits in the last encoder block (width ``encoder_dim * 2**len(rates)``);
+    the quantizer's pre/post transformers work at ``latent_dim``. One latent frame always covers
+    ``AE_DOWNSAMPLE_FACTOR`` samples: prod(encoder_rates) * prod(downsample_factor) == 2048.
+    """
+
+    sample_rate: int = SAMPLE_RATE
+    encoder_dim: int = 64
+    encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
+    latent_dim: int = AE_LATENT_DIM
+    decoder_dim: int = 1536
+    decoder_rates: tuple[int, ...] = (8, 8, 4, 2)
+    n_codebooks: int = 9
+    codebook_size: int = 1024
+    codebook_dim: int = 8
+    semantic_codebook_size: int = 4096
+    causal: bool = True
+    downsample_factor: tuple[int, ...] = (2, 2)
+    encoder_transformer_layers: int = 4
+    encoder_transformer_heads: int = 16
+    encoder_transformer_ffn: int = 3072
+    encoder_transformer_window: int = 512  # frames at the 512-sample hop
+    encoder_transformer_block_size: int = 16384  # RoPE table length (positions)
+    quantizer_transformer_layers: int = 8
+    quantizer_transformer_heads: int = 16
+    quantizer_transformer_ffn: int = 3072
+    quantizer_transformer_window: int = 128  # latent frames
+    quantizer_transformer_block_size: int = 4096
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("encoder_rates", "decoder_rates", "downsample_factor"):
+            object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
+        if not self.causal:
+            raise ValueError("only the causal S1-DAC (causal=true) is implemented")
+        if self.frame_length != AE_DOWNSAMPLE_FACTOR:
+            raise ValueError(
+                f"prod(encoder_rates) * prod(downsample_factor) = {self.frame_length}, "
+                f"must be {AE_DOWNSAMPLE_FACTOR} samples per latent frame"
+            )
+        if math.prod(self.decoder_rates) != self.hop_length:
+            raise ValueError(f"prod(decoder_rates) must equal prod(encoder_rates) = {self.hop_length}")
+        if self.decoder_dim % 2 ** len(self.decoder_rates):
+            raise ValueError(f"decoder_dim={self.decoder_dim} must be divisible by 2**len(decoder_rates)")
+        for width, heads, name in (
+            (self.encoder_transformer_dim, self.encoder_transformer_heads, "encoder transformer"),
+            (self.latent_dim, self.quantizer_transformer_heads, "quantizer transformer"),
+        ):
+            if width % heads or (width // heads) % 2:
+                raise ValueError(f"{name}: width {width} must split into {heads} heads of even size")
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per encoder frame (512)."""
+        return math.prod(self.encoder_rates)
+
+    @property
+    def frame_length(self) -> int:
+        """Samples per latent frame (2048)."""
+        return self.hop_length * math.prod(self.downsample_factor)
+
+    @property
+    def encoder_transformer_dim(self) -> int:
+        return self.encoder_dim * 2 ** len(self.encoder_rates)
+
+    def to_dict(self) -> dict:
+        """JSON-ready mapping (the published fields first), the inverse of :meth:`from_dict`."""
+        values = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> AutoencoderConfig:
+        """Build from a ``config.json`` mapping (the published one or ours); bad keys raise WeightsError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise WeightsError(f"unknown autoencoder config keys: {', '.join(unknown)}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(f"invalid autoencoder config: {exc}") from exc
+
+
+# A small codec with the same structure and the same 2048-samples-per-latent rule, for tests
+# and the tiny random checkpoints; decoding 640 latents takes well under a second on 2 cores.
+TINY_AUTOENCODER_CONFIG = AutoencoderConfig(
+    encoder_dim=4,
+    latent_dim=32,
+    decoder_dim=16,
+    n_codebooks=3,
+    codebook_size=16,
+    codebook_dim=4,
+    semantic_codebook_size=32,
+    encoder_transformer_layers=1,
+    encoder_transformer_heads=4,
+    encoder_transformer_ffn=96,
+    encoder_transformer_window=64,
+    quantizer_transformer_layers=1,
+    quantizer_transformer_heads=2,
+    quantizer_transformer_ffn=64,
+    quantizer_transformer_window=16,
+)
+AUTOENCODER_PRESETS: dict[str, AutoencoderConfig] = {
+    "fish-s1-dac-min": AutoencoderConfig(),
+    "tiny": TINY_AUTOENCODER_CONFIG,
+}

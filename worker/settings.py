@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from .contract import QUEUES
 
 T = TypeVar("T")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16")  # what echo_tts.pipeline.as_dtype takes
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 MiB = 1024 * 1024
 

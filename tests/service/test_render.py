@@ -1,0 +1,151 @@
+"""Rendering logic with a fake pipeline: splitting, seeds, batching, stitching, cancel, progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from echo_tts.config import SamplerConfig
+from echo_tts.errors import Cancelled, InvalidInput
+from worker.contract import SynthesisRequest
+from worker.render import (
+    ProgressReport,
+    RenderCancelled,
+    RenderControl,
+    RenderTimeLimit,
+    encode_output,
+    piece_seeds,
+    render,
+    sampler_config,
+)
+
+RATE = 44_100
+
+
+@dataclass
+class FakeResult:
+    samples: np.ndarray
+    sample_rate: int
+    metadata: dict[str, Any]
+
+
+@dataclass
+class FakePipeline:
+    """Renders each text as 0.1 s of a constant derived from its seed; records every call."""
+
+    model_revision: str = "fake-rev"
+    calls: list[tuple[list[str], list[int], SamplerConfig]] = field(default_factory=list)
+
+    def synthesize_batch(self, texts: Sequence[str], speakers: Sequence[Any], config: SamplerConfig,
+                         seeds: Sequence[int], *, progress: Callable[[int, int], None] | None = None,
+                         should_cancel: Callable[[], bool] | None = None) -> list[FakeResult]:
+        self.calls.append((list(texts), list(seeds), config))
+        for step in range(1, config.num_steps + 1):
+            if should_cancel and should_cancel():
+                raise Cancelled("stop")
+            if progress:
+                progress(step, config.num_steps)
+        return [FakeResult(np.full(RATE // 10, (s % 100) / 200, np.float32), RATE, {"settings": {"n": 1}})
+                for s in seeds]
+
+
+def _request(text: str = "One sentence.", **changes: Any) -> SynthesisRequest:
+    values: dict[str, Any] = {"job_id": "j", "text": text, "seed": 10, "overrides": {"num_steps": 3}} | changes
+    return SynthesisRequest(**values)
+
+
+def test_overrides_change_the_preset_and_null_switches_an_option_off() -> None:
+    # Given a Flat preset with truncation, and overrides
+    request = _request(preset="Independent-Low-CFG-Flat", overrides={"num_steps": 5, "truncation_factor": None})
+    # When it becomes a sampler config
+    config = sampler_config(request)
+    # Then the overrides win and the rest is the preset's
+    assert (config.num_steps, config.truncation_factor, config.cfg_scale_speaker) == (5, None, 3.0)
+
+
+def test_a_short_text_renders_in_one_call_with_the_request_seed() -> None:
+    # Given one sentence
+    pipeline = FakePipeline()
+    # When it renders
+    rendered = render(pipeline, _request(), speaker=None)
+    # Then one call, seed as asked, no stitching pauses
+    assert [c[1] for c in pipeline.calls] == [[10]]
+    assert rendered.samples.shape == (RATE // 10,) and rendered.pieces[0]["seed"] == 10
+    assert rendered.model_revision == "fake-rev"
+
+
+def test_long_text_is_split_batched_seeded_per_piece_and_stitched_without_loss() -> None:
+    # Given text of five sentences and a piece limit that fits one sentence each, batches of two
+    sentences = [f"Sentence number {i} is here." for i in range(5)]
+    text = " ".join(sentences)
+    pipeline = FakePipeline()
+    # When it renders
+    rendered = render(pipeline, _request(text), None, batch_size=2, pause_s=0.5, max_piece_bytes=40)
+    # Then the pieces cover the whole text in order, three batches, seed + index per piece
+    assert "".join(t for c in pipeline.calls for t in c[0]) == text
+    assert [len(c[0]) for c in pipeline.calls] == [2, 2, 1]
+    assert [p["seed"] for p in rendered.pieces] == [10, 11, 12, 13, 14] == piece_seeds(10, 5)
+    # And the track is every piece plus a pause between each
+    assert rendered.samples.shape[0] == 5 * (RATE // 10) + 4 * int(0.5 * RATE)
+    assert rendered.duration_s == pytest.approx(0.5 + 2.0)
+
+
+def test_progress_only_moves_forward_and_ends_complete() -> None:
+    # Given a three-batch render that reports progress
+    reports: list[ProgressReport] = []
+    control = RenderControl(on_progress=reports.append)
+    # When it renders
+    render(FakePipeline(), _request("A b. " * 60), None, batch_size=1, control=control, max_piece_bytes=100)
+    # Then fraction, step and finished segments never go back, and the last report is complete
+    for before, after in zip(reports, reports[1:], strict=False):
+        assert after.fraction >= before.fraction and after.step >= before.step
+        assert after.segments_done >= before.segments_done
+    last = reports[-1]
+    assert last.fraction == 1.0 and last.segments_done == last.segments_total == 3 and last.step == last.total_steps
+
+
+def test_a_cancel_seen_between_steps_stops_the_render() -> None:
+    # Given a cancel flag that turns on after the first poll
+    polls = iter([False, False, True])
+    control = RenderControl(cancel_requested=lambda: next(polls, True), poll_s=0)
+    pipeline = FakePipeline()
+    # When it renders, Then it stops with RenderCancelled during the first batch
+    with pytest.raises(RenderCancelled):
+        render(pipeline, _request("A b. " * 60), None, batch_size=1, control=control, max_piece_bytes=100)
+    assert len(pipeline.calls) == 1
+
+
+def test_a_cancel_before_start_renders_nothing() -> None:
+    pipeline = FakePipeline()
+    with pytest.raises(RenderCancelled):
+        render(pipeline, _request(), None, control=RenderControl(cancel_requested=lambda: True))
+    assert pipeline.calls == []
+
+
+def test_a_passed_deadline_stops_the_render_as_a_time_limit() -> None:
+    # Given a clock already past the deadline
+    control = RenderControl(deadline=5.0, clock=lambda: 6.0)
+    # Then the render stops naming the time limit
+    with pytest.raises(RenderTimeLimit):
+        render(FakePipeline(), _request(), None, control=control)
+
+
+def test_whitespace_only_text_is_invalid_input() -> None:
+    # Given text with nothing to say, Then rendering refuses it as invalid input
+    with pytest.raises(InvalidInput):
+        render(FakePipeline(), SynthesisRequest(job_id="j", text="   ", seed=1), None)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "pcm"])
+def test_the_stitched_track_encodes_to_the_asked_format(fmt: str) -> None:
+    # Given a rendered track
+    rendered = render(FakePipeline(), _request(), None)
+    # When it is encoded
+    data = encode_output(rendered, fmt, 24000 if fmt != "pcm" else None)
+    # Then the bytes look like the format
+    expected = {"wav": b"RIFF", "flac": b"fLaC"}.get(fmt)
+    assert data[:4] == expected if expected else len(data) == 2 * rendered.samples.shape[0]

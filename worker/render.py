@@ -1,0 +1,184 @@
+"""Rendering logic, free of Celery, Redis and storage: request -> SamplerConfig, text split
+into generations, batched sampling with progress and cancel hooks, stitching and encoding.
+
+Long text is split with ``echo_tts.text.split_text`` (sentence boundaries; never truncated),
+rendered ``batch_size`` pieces per ``pipeline.synthesize_batch`` call, and joined with
+``join_segments``. Piece ``i`` uses seed ``request.seed + i`` (recorded per piece), so a piece
+renders the same alone or in a batch, and the same request and seed give the same samples.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from echo_tts.audio import encode_audio, join_segments
+from echo_tts.config import SamplerConfig, sampler_preset
+from echo_tts.errors import Cancelled
+from echo_tts.text import split_text
+
+from .contract import SynthesisRequest
+
+SEED_SPACE = 2**63  # seeds wrap inside torch.Generator.manual_seed's accepted range
+
+
+class RenderCancelled(Exception):
+    """Raised when the job's cancel flag was seen between diffusion steps."""
+
+
+class RenderTimeLimit(Exception):
+    """Raised when a render ran past its time limit (checked between diffusion steps)."""
+
+
+class Speaker(Protocol):
+    """An ``echo_tts.speaker.SpeakerLatents`` (opaque here)."""
+
+
+class SynthResult(Protocol):
+    samples: np.ndarray
+    sample_rate: int
+    metadata: dict[str, Any]
+
+
+class SynthPipeline(Protocol):
+    """The part of ``echo_tts.pipeline.Pipeline`` that rendering uses."""
+
+    model_revision: str
+
+    def synthesize_batch(
+        self, texts: Sequence[str], speakers: Sequence[Any], config: SamplerConfig, seeds: Sequence[int], *,
+        progress: Callable[[int, int], None] | None = None, should_cancel: Callable[[], bool] | None = None,
+    ) -> Sequence[SynthResult]: ...
+
+
+@dataclass(frozen=True)
+class ProgressReport:
+    """Where a render is: diffusion steps over the whole job, and pieces finished."""
+
+    fraction: float
+    step: int
+    total_steps: int
+    segments_done: int
+    segments_total: int
+
+
+@dataclass
+class RenderControl:
+    """Hooks into the outside world; all optional. ``cancel_requested`` is polled at most every
+    ``poll_s`` seconds; ``deadline`` is a ``time.monotonic()`` value."""
+
+    cancel_requested: Callable[[], bool] = lambda: False
+    on_progress: Callable[[ProgressReport], None] = lambda report: None
+    deadline: float | None = None
+    poll_s: float = 0.2
+    clock: Callable[[], float] = time.monotonic
+    _last_poll: float = field(default=-1e18, repr=False)
+    _reason: type[Exception] | None = field(default=None, repr=False)
+
+    def should_stop(self) -> bool:
+        """True when the job should stop now (cancel requested or time limit passed)."""
+        now = self.clock()
+        if self.deadline is not None and now > self.deadline:
+            self._reason = RenderTimeLimit
+            return True
+        if now - self._last_poll >= self.poll_s:
+            self._last_poll = now
+            if self.cancel_requested():
+                self._reason = RenderCancelled
+                return True
+        return False
+
+    def stop_error(self) -> Exception:
+        if self._reason is RenderTimeLimit:
+            return RenderTimeLimit("the render ran past its time limit")
+        return RenderCancelled("canceled while rendering")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The stitched track and what made it: one entry per piece (index, seed, chars, duration_s)."""
+
+    samples: np.ndarray
+    sample_rate: int
+    pieces: list[dict[str, Any]]
+    settings: dict[str, Any]
+    model_revision: str
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.samples.shape[0]) / self.sample_rate
+
+
+def sampler_config(request: SynthesisRequest) -> SamplerConfig:
+    """The named preset with the request's overrides (null switches an option off)."""
+    return sampler_preset(request.preset).replace(**request.overrides)
+
+
+def piece_seeds(seed: int, count: int) -> list[int]:
+    """Seed of piece ``i`` is ``seed + i`` (wrapping inside the generator's range)."""
+    return [(seed + i) % SEED_SPACE for i in range(count)]
+
+
+def plan_pieces(text: str, max_bytes: int | None = None) -> list[str]:
+    """The generations a text needs; ``"".join(pieces) == text``. Whitespace-only text gives []."""
+    return split_text(text) if max_bytes is None else split_text(text, max_bytes)
+
+
+def render(
+    pipeline: SynthPipeline,
+    request: SynthesisRequest,
+    speaker: Any,
+    *,
+    batch_size: int = 4,
+    pause_s: float = 0.25,
+    control: RenderControl | None = None,
+    max_piece_bytes: int | None = None,
+) -> Rendered:
+    """Render the whole request. Raises RenderCancelled / RenderTimeLimit from the hooks, and the
+    model library's ``InvalidInput`` errors for input the model refuses."""
+    control = control or RenderControl()
+    config = sampler_config(request)
+    pieces = plan_pieces(request.text, max_piece_bytes)
+    if not pieces:
+        from echo_tts.errors import InvalidInput
+
+        raise InvalidInput("text is empty after removing whitespace")
+    seeds = piece_seeds(request.seed, len(pieces))
+    batches = [range(lo, min(lo + batch_size, len(pieces))) for lo in range(0, len(pieces), batch_size)]
+    total_steps = config.num_steps * len(batches)
+    results: list[SynthResult] = []
+    if control.should_stop():
+        raise control.stop_error()
+    for number, batch in enumerate(batches):
+        done_before, steps_before = len(results), number * config.num_steps
+
+        def progress(step: int, total: int, done_before: int = done_before, steps_before: int = steps_before) -> None:
+            overall = steps_before + step
+            control.on_progress(ProgressReport(overall / total_steps, overall, total_steps, done_before, len(pieces)))
+
+        try:
+            results += pipeline.synthesize_batch(
+                [pieces[i] for i in batch], [speaker] * len(batch), config, [seeds[i] for i in batch],
+                progress=progress, should_cancel=control.should_stop,
+            )
+        except Cancelled:
+            raise control.stop_error() from None
+        control.on_progress(ProgressReport(
+            (number + 1) / len(batches), (number + 1) * config.num_steps, total_steps, len(results), len(pieces)))
+    rate = int(results[0].sample_rate)
+    samples = join_segments([r.samples for r in results], rate, pause_s=pause_s)
+    described = [
+        {"index": i, "seed": seeds[i], "chars": len(pieces[i]), "duration_s": round(r.samples.shape[0] / rate, 4)}
+        for i, r in enumerate(results)
+    ]
+    return Rendered(samples, rate, described, dict(results[0].metadata.get("settings") or {}),
+                    str(getattr(pipeline, "model_revision", "unknown")))
+
+
+def encode_output(rendered: Rendered, fmt: str, sample_rate: int | None = None) -> bytes:
+    """The file bytes for ``fmt`` (resampled to ``sample_rate`` when given)."""
+    return encode_audio(rendered.samples, rendered.sample_rate, fmt, out_sample_rate=sample_rate)

@@ -25,3 +25,14 @@ lint: install
 
 test: install redis-server
 	$(PY) -m pytest
+
+# `make dev`: the whole service on this machine without Docker (redis-server, one worker on this
+# machine's device, the API on http://127.0.0.1:8000), local-directory storage unless
+# ECHO_S3_ENDPOINT_URL is set. `make dev-tiny` does the same on a tiny random checkpoint (CPU, no
+# download). Extra flags: make dev DEV_ARGS="--api-port 8080".
+.PHONY: dev dev-tiny
+dev: install redis-server
+	$(PY) scripts/dev.py $(DEV_ARGS)
+
+dev-tiny: install redis-server
+	$(PY) scripts/dev.py --tiny $(DEV_ARGS)

@@ -242,6 +242,12 @@ def job_audio_key(job_id: str, fmt: str) -> str:
     return f"jobs/{job_id}/audio.{OUTPUT_FORMATS[fmt].extension}"
 
 
+def job_result_key(job_id: str) -> str:
+    """``jobs/{id}/result.json``: the result description, written just before the audio, so a
+    re-delivered task that finds the audio can finish the record without rendering again."""
+    return f"jobs/{job_id}/result.json"
+
+
 def upload_key(job_id: str, filename: str) -> str:
     """``uploads/{id}/{filename}`` for a one-shot reference (filename is ours, not the client's)."""
     return f"uploads/{job_id}/{filename}"

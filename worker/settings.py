@@ -81,7 +81,7 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], *, require
     value = _required(env, name) if required else _get(env, name)
     if value is not None:
         parsed = urlparse(value)
-        if parsed.scheme not in schemes or not parsed.netloc:
+        if parsed.scheme not in schemes or not (parsed.netloc or (parsed.scheme == "unix" and parsed.path)):
             raise SettingsError(f"{name}={value!r} is not a URL ({'/'.join(schemes)}://host[:port])")
     return value
 

@@ -1,0 +1,42 @@
+"""``python -m worker [--queues tts,tts-bulk] [--loglevel INFO] [--hostname NAME]``
+
+Starts one Celery worker process (``--pool=solo --concurrency=1``): run one per GPU, e.g. with
+``CUDA_VISIBLE_DEVICES=N`` per process. Settings come from the environment (``worker.settings``);
+a missing or malformed one stops the process with a message naming it (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .settings import SettingsError, WorkerSettings
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--queues", "-Q", help="comma-separated queues (default: ECHO_WORKER_QUEUES or tts,tts-bulk)")
+    parser.add_argument("--loglevel", "-l", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--hostname", "-n", default=None, help="worker name (default: celery's echo@%%h)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = WorkerSettings.from_env()
+    except SettingsError as exc:
+        print(f"python -m worker: bad setting: {exc}", file=sys.stderr)
+        return 2
+    from .celery_app import create_celery
+
+    app = create_celery(settings)
+    queues = args.queues or ",".join(settings.queues)
+    argv_worker = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", f"--loglevel={args.loglevel}",
+                   "--without-mingle", "--without-gossip", f"--hostname={args.hostname or 'echo@%h'}"]
+    app.worker_main(argv_worker)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

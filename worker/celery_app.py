@@ -1,0 +1,100 @@
+"""The Celery application of the GPU workers (Celery lives here only).
+
+``create_celery(settings)`` builds a configured app, registers the tasks and wires the
+process lifecycle: the engine (model) is loaded in ``worker_process_init`` (Celery's solo pool
+fires it too; prefork fires it in each child after the fork), the heartbeat starts once the
+worker consumes, and stops at shutdown. Nothing happens at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from .contract import ENCODE_VOICE, QUEUE_BULK, QUEUE_INTERACTIVE, SYNTHESIZE
+from .settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+def celery_config(settings: WorkerSettings) -> dict[str, Any]:
+    """Settings for long GPU tasks (DESIGN §2). Clients that send tasks should use the same
+    ``visibility_timeout``: with a shared broker, the shortest value wins."""
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    return {
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,  # a task killed mid-render is re-delivered, never lost
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,  # exactly one reserved task per process
+        "task_ignore_result": True,  # our own job records are the source of truth
+        "task_track_started": False,
+        "task_default_queue": QUEUE_INTERACTIVE,
+        "task_queues": (Queue(QUEUE_INTERACTIVE), Queue(QUEUE_BULK)),
+        "task_routes": {SYNTHESIZE: {"queue": QUEUE_INTERACTIVE}, ENCODE_VOICE: {"queue": QUEUE_INTERACTIVE}},
+        "task_soft_time_limit": settings.soft_time_limit_s,  # enforced by Celery on prefork only; the
+        "task_time_limit": settings.time_limit_s,  # render loop enforces the soft limit on solo itself
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "visibility_timeout": settings.visibility_timeout_s,
+        "broker_connection_retry_on_startup": True,
+        "worker_proc_alive_timeout": 900.0,  # model loading in worker_process_init takes minutes, not 4 s
+        "worker_soft_shutdown_timeout": 30.0,  # on SIGTERM, requeue unfinished acks_late work after 30 s
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": True,
+    }
+
+
+def create_celery(settings: WorkerSettings, *, main: str = "echo_tts_worker") -> Celery:
+    """A configured app with the tasks registered and the lifecycle signals connected."""
+    app = Celery(main, broker=settings.redis_url, set_as_current=True)
+    app.conf.update(celery_config(settings))
+    from .tasks import register_tasks  # imports echo_tts (torch) but touches no device
+
+    register_tasks(app, settings)
+    _connect_lifecycle(settings)
+    return app
+
+
+def _connect_lifecycle(settings: WorkerSettings) -> None:
+    from .engine import get_engine, init_engine
+    from .heartbeat import Heartbeat
+
+    beats: list[Heartbeat] = []
+
+    def load(**_: Any) -> None:
+        try:
+            init_engine(settings)
+        except Exception:  # any failure to load is fatal: exit non-zero so the orchestrator restarts us
+            log.critical("the engine failed to load; exiting", exc_info=True)
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(3)
+
+    def ready(sender: Any = None, **_: Any) -> None:
+        name = getattr(sender, "hostname", None) or f"worker-{os.getpid()}"
+        engine = get_engine()
+        beat = Heartbeat(engine.jobs, name, engine.info)
+        beat.start()
+        beats.append(beat)
+
+    def shutdown(**_: Any) -> None:
+        while beats:
+            beats.pop().stop()
+
+    def revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
+        job_id = (getattr(request, "kwargs", None) or {}).get("job_id")
+        if expired and job_id:
+            get_engine().jobs.mark_expired(job_id)
+
+    signals.worker_process_init.connect(load, weak=False)
+    signals.worker_ready.connect(ready, weak=False)
+    signals.worker_shutdown.connect(shutdown, weak=False)
+    signals.task_revoked.connect(revoked, weak=False)

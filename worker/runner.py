@@ -1,0 +1,213 @@
+"""What the tasks do, without Celery: run one synthesis job or encode one voice.
+
+Re-delivery is safe: the audio key is deterministic (``jobs/{id}/audio.{ext}``) and its
+result description (``jobs/{id}/result.json``) is written before it. A task that finds the
+audio never renders or uploads again; if the record does not say succeeded yet, it finishes
+the record from the stored description. Rendered bytes are also spooled on local disk until
+uploaded, so a storage retry on the same machine uploads without rendering again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from echo_tts.errors import InvalidAudio, InvalidInput, TextTooLong, UnsupportedFormat
+
+from .contract import (
+    MAX_DELIVERIES,
+    OUTPUT_FORMATS,
+    TERMINAL_STATES,
+    ContractError,
+    ErrorCode,
+    JobState,
+    SynthesisRequest,
+    job_audio_key,
+    job_result_key,
+)
+from .engine import Engine
+from .render import ProgressReport, RenderCancelled, RenderControl, RenderTimeLimit, encode_output, render
+from .storage import ObjectNotFound, StorageError, TransientStorageError
+from .voices import JobFailure, resolve_speaker
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 0.2  # progress writes per job are throttled to this interval (the last one always lands)
+
+
+def _outcome(job_id: str, status: str, **extra: Any) -> dict[str, Any]:
+    return {"job_id": job_id, "status": status, **extra}
+
+
+def _error_code(exc: InvalidInput) -> ErrorCode:
+    if isinstance(exc, TextTooLong):
+        return ErrorCode.TEXT_TOO_LONG
+    if isinstance(exc, InvalidAudio):
+        return ErrorCode.INVALID_AUDIO
+    if isinstance(exc, UnsupportedFormat):
+        return ErrorCode.UNSUPPORTED_FORMAT
+    return ErrorCode.INVALID_INPUT
+
+
+class ProgressWriter:
+    """Writes render progress to the job record, at most every PROGRESS_EVERY_S (the job store
+    refuses updates that would move backwards)."""
+
+    def __init__(self, engine: Engine, job_id: str) -> None:
+        self.engine, self.job_id, self.last = engine, job_id, 0.0
+
+    def __call__(self, report: ProgressReport) -> None:
+        now = time.monotonic()
+        final = report.segments_done == report.segments_total
+        if not final and now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        self.engine.jobs.update_progress(self.job_id, fraction=report.fraction, step=report.step,
+                                         total_steps=report.total_steps, segments_done=report.segments_done,
+                                         segments_total=report.segments_total)
+
+
+def _spool_dir(job_id: str) -> Path:
+    return Path(tempfile.gettempdir()) / "echo-tts-spool" / job_id
+
+
+def _finish_from_storage(engine: Engine, request: SynthesisRequest) -> bool:
+    """True when the audio is already stored; the record is then finished from result.json."""
+    if not engine.storage.exists(job_audio_key(request.job_id, request.format)):
+        return False
+    try:
+        result = json.loads(engine.storage.get_bytes(job_result_key(request.job_id)))
+    except ObjectNotFound:
+        return False  # audio without its description cannot happen in our write order: render again
+    engine.jobs.mark_running(request.job_id)
+    engine.jobs.succeed(request.job_id, result["result"], result.get("timings"))
+    log.info("job %s: result already stored, record finished without rendering", request.job_id)
+    return True
+
+
+def _render_to_spool(engine: Engine, request: SynthesisRequest) -> dict[str, Any]:
+    """Render and encode into the spool; returns the result description (also spooled)."""
+    spool = _spool_dir(request.job_id)
+    described = spool / "result.json"
+    if described.exists() and (spool / "audio").exists():
+        return dict(json.loads(described.read_text()))
+    started = time.monotonic()
+    speaker = resolve_speaker(engine, request)
+    control = RenderControl(
+        cancel_requested=lambda: engine.jobs.is_cancel_requested(request.job_id),
+        on_progress=ProgressWriter(engine, request.job_id),
+        deadline=started + engine.settings.soft_time_limit_s,
+    )
+    rendered = render(engine.pipeline, request, speaker, batch_size=engine.settings.batch_size,
+                      pause_s=engine.settings.segment_pause_s, control=control)
+    model_done = time.monotonic()
+    data = encode_output(rendered, request.format, request.sample_rate)
+    fmt = OUTPUT_FORMATS[request.format]
+    result = {
+        "key": job_audio_key(request.job_id, request.format), "format": request.format,
+        "content_type": fmt.content_type, "duration_s": round(rendered.duration_s, 4),
+        "sample_rate": 48000 if request.format == "opus" else (request.sample_rate or rendered.sample_rate),
+        "bytes": len(data), "seed": request.seed, "pieces": rendered.pieces,
+        "model_revision": rendered.model_revision,
+    }
+    timings = {"model_s": round(model_done - started, 4), "encode_s": round(time.monotonic() - model_done, 4)}
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / "audio").write_bytes(data)
+    described.write_text(json.dumps({"result": result, "timings": timings}))
+    return {"result": result, "timings": timings}
+
+
+def _upload(engine: Engine, request: SynthesisRequest, described: dict[str, Any]) -> None:
+    """result.json first, then the audio (the audio's presence means both are there)."""
+    spool = _spool_dir(request.job_id)
+    began = time.monotonic()
+    engine.storage.put_bytes(job_result_key(request.job_id), json.dumps(described).encode(),
+                             content_type="application/json")
+    ext = OUTPUT_FORMATS[request.format].extension
+    with (spool / "audio").open("rb") as audio:
+        engine.storage.put_file(job_audio_key(request.job_id, request.format), audio,
+                                content_type=described["result"]["content_type"],
+                                filename=f"{request.job_id}.{ext}")
+    described["timings"]["upload_s"] = round(time.monotonic() - began, 4)
+
+
+def _clear_spool(job_id: str) -> None:
+    spool = _spool_dir(job_id)
+    for path in spool.glob("*"):
+        path.unlink(missing_ok=True)
+    if spool.exists():
+        spool.rmdir()
+
+
+def run_synthesis(engine: Engine, payload: dict[str, Any], *, retries: int = 0) -> dict[str, Any]:
+    """Run one synthesis job to a terminal record. Raises TransientStorageError (and Redis
+    connection errors) for the caller to retry; everything else ends in the record."""
+    job_id = str(payload.get("job_id") or "")
+    try:
+        request = SynthesisRequest.from_dict(payload)
+    except ContractError as exc:
+        if job_id:
+            engine.jobs.fail(job_id, ErrorCode.INVALID_INPUT, str(exc))
+        return _outcome(job_id, JobState.FAILED, error=str(exc))
+    record = engine.jobs.get(job_id)
+    if record is None:
+        return _outcome(job_id, "unknown")
+    if record.status in TERMINAL_STATES:
+        return _outcome(job_id, record.status, skipped=True)
+    if _finish_from_storage(engine, request):
+        return _outcome(job_id, JobState.SUCCEEDED, skipped=True)
+    if not engine.jobs.mark_running(job_id):
+        if engine.jobs.is_cancel_requested(job_id):
+            engine.jobs.mark_canceled(job_id)
+        current = engine.jobs.get(job_id)
+        return _outcome(job_id, current.status if current else "unknown")
+    attempts = engine.jobs.get(job_id).attempts  # type: ignore[union-attr]
+    if attempts > MAX_DELIVERIES + retries:
+        engine.jobs.fail(job_id, ErrorCode.WORKER_LOST, f"the worker was lost {attempts - 1} times on this job")
+        return _outcome(job_id, JobState.FAILED)
+    engine.busy_job = job_id
+    try:
+        return _render_and_store(engine, request)
+    finally:
+        engine.busy_job = None
+
+
+def _render_and_store(engine: Engine, request: SynthesisRequest) -> dict[str, Any]:
+    job_id = request.job_id
+    try:
+        described = _render_to_spool(engine, request)
+        if engine.jobs.is_cancel_requested(job_id):
+            raise RenderCancelled("canceled before upload")
+        _upload(engine, request, described)
+    except RenderCancelled:
+        engine.jobs.mark_canceled(job_id)
+        _clear_spool(job_id)
+        return _outcome(job_id, JobState.CANCELED)
+    except RenderTimeLimit as exc:
+        return _fail(engine, job_id, ErrorCode.TIME_LIMIT, f"{exc} ({engine.settings.soft_time_limit_s:g} s)")
+    except JobFailure as exc:
+        return _fail(engine, job_id, exc.code, exc.message)
+    except InvalidInput as exc:
+        return _fail(engine, job_id, _error_code(exc), str(exc))
+    except TransientStorageError:
+        raise
+    except StorageError as exc:
+        return _fail(engine, job_id, ErrorCode.STORAGE_UNAVAILABLE, str(exc))
+    engine.jobs.succeed(job_id, described["result"], described["timings"])
+    _clear_spool(job_id)
+    return _outcome(job_id, JobState.SUCCEEDED, key=described["result"]["key"])
+
+
+def _fail(engine: Engine, job_id: str, code: str, message: str) -> dict[str, Any]:
+    engine.jobs.fail(job_id, code, message)
+    _clear_spool(job_id)
+    return _outcome(job_id, JobState.FAILED, error={"code": code, "message": message})
+
+
+def fail_unexpected(engine: Engine, job_id: str, exc: BaseException) -> None:
+    """Record an unexpected error (a bug or the model failing) as render_failed."""
+    engine.jobs.fail(job_id, ErrorCode.RENDER_FAILED, f"{type(exc).__name__}: {exc}")
+    _clear_spool(job_id)

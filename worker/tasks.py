@@ -1,0 +1,55 @@
+"""Thin Celery tasks: deserialize, call the runner with this process's engine, return a small dict.
+
+Transient storage and Redis errors are retried with exponential backoff (Celery autoretry);
+when the retries run out the job fails with ``storage_unavailable``. Bad input fails at once
+inside the runner. Audio never travels through the broker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from .contract import ENCODE_VOICE, SYNTHESIZE, ErrorCode
+from .engine import get_engine
+from .runner import fail_unexpected, run_synthesis
+from .settings import WorkerSettings
+from .storage import TransientStorageError
+from .voices import encode_voice
+
+TRANSIENT = (TransientStorageError, redis.ConnectionError, redis.TimeoutError)
+
+
+def register_tasks(app: Celery, settings: WorkerSettings) -> None:
+    retry = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 60, "retry_jitter": True,
+             "max_retries": settings.storage_retries, "acks_late": True, "reject_on_worker_lost": True}
+
+    @app.task(name=SYNTHESIZE, bind=True, **retry)
+    def synthesize(self: Task, **payload: Any) -> dict[str, Any]:
+        engine = get_engine()
+        job_id = str(payload.get("job_id") or "")
+        try:
+            return run_synthesis(engine, payload, retries=self.request.retries)
+        except TRANSIENT as exc:
+            if self.request.retries >= settings.storage_retries:
+                engine.jobs.fail(job_id, ErrorCode.STORAGE_UNAVAILABLE, f"storage kept failing: {exc}")
+            raise
+        except SoftTimeLimitExceeded:
+            engine.jobs.fail(job_id, ErrorCode.TIME_LIMIT, f"ran past {settings.soft_time_limit_s:g} s")
+            raise
+        except Exception as exc:
+            fail_unexpected(engine, job_id, exc)
+            raise
+
+    @app.task(name=ENCODE_VOICE, bind=True, **retry)
+    def encode_voice_task(self: Task, voice_id: str, reference_key: str | None = None) -> dict[str, Any]:
+        engine = get_engine()
+        try:
+            return encode_voice(engine, voice_id, reference_key)
+        except TRANSIENT:
+            if self.request.retries >= settings.storage_retries:
+                engine.jobs.voices.mark_failed(voice_id, ErrorCode.STORAGE_UNAVAILABLE, "storage kept failing")
+            raise

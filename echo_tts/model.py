@@ -99,7 +99,7 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """input_ids: (B, L) int; mask: (B, L) bool, True = real token -> (B, L, E)."""
         x = self.text_embedding(input_ids)  # (B, L, E)
-        freqs = rope_frequencies(input_ids.shape[1], self.head_dim)  # (L, Dh/2) complex64, CPU
+        freqs = rope_frequencies(input_ids.shape[1], self.head_dim).to(x.device)  # (L, Dh/2) built on CPU
         key_mask = mask.to(device=x.device, dtype=torch.bool)[:, None, None, :]  # (B, 1, 1, L)
         for block in self.blocks:
             x = block(x, freqs, mask=key_mask)  # (B, L, E)
@@ -130,7 +130,7 @@ class SpeakerEncoder(nn.Module):
             raise InvalidInput(f"latent length {T} is not a multiple of the patch size {self.patch_size}")
         patches = latents.reshape(B, T // self.patch_size, self.patch_size * C)  # (B, P, 4*latent) frame-major
         x = self.in_proj(patches) / PATCH_INPUT_SCALE  # (B, P, E)
-        freqs = rope_frequencies(T // self.patch_size, self.head_dim)  # (P, Dh/2) complex64, CPU
+        freqs = rope_frequencies(T // self.patch_size, self.head_dim).to(x.device)  # (P, Dh/2) built on CPU
         for block in self.blocks:
             x = block(x, freqs, causal=True)  # (B, P, E)
         return x
@@ -262,12 +262,12 @@ class EchoDiT(nn.Module):
 
     def get_kv_cache_text(self, input_ids: torch.Tensor, mask: torch.Tensor) -> KVCache:
         """input_ids: (B, L) int; mask: (B, L) bool -> per layer K, V (B, L, H, Dh), K k-normed."""
-        state = self.text_norm(self.text_encoder(input_ids, mask))  # (B, L, E)
+        state = self.text_norm(self.text_encoder(input_ids.to(self.device), mask))  # (B, L, E)
         return [block.attention.text_kv(state) for block in self.blocks]
 
     def get_kv_cache_speaker(self, latents: torch.Tensor) -> KVCache:
         """latents: (B, T, 80), T % 4 == 0 -> per layer K, V (B, T/4, H, Dh), K k-normed."""
-        state = self.speaker_norm(self.speaker_encoder(latents.to(self.dtype)))  # (B, P, E)
+        state = self.speaker_norm(self.speaker_encoder(latents.to(self.device, self.dtype)))  # (B, P, E)
         return [block.attention.speaker_kv(state) for block in self.blocks]
 
     def get_kv_cache_latent(self, latents: torch.Tensor) -> KVCache:
@@ -277,10 +277,10 @@ class EchoDiT(nn.Module):
         """
         if not self.blockwise:
             raise InvalidInput("this EchoDiT was built without the blockwise latent encoder (drop_blockwise=True)")
-        state = self.latent_norm(self.latent_encoder(latents.to(self.dtype)))  # (B, P, E)
+        state = self.latent_norm(self.latent_encoder(latents.to(self.device, self.dtype)))  # (B, P, E)
         num_patches = state.shape[1]
-        freqs = rope_frequencies(LATENT_PREFIX_STRIDE * num_patches, self.config.head_dim)  # (4P, Dh/2)
-        freqs = freqs[::LATENT_PREFIX_STRIDE]  # (P, Dh/2): positions 4j
+        freqs = rope_frequencies(LATENT_PREFIX_STRIDE * num_patches, self.config.head_dim)  # (4P, Dh/2) on CPU
+        freqs = freqs[::LATENT_PREFIX_STRIDE].to(self.device)  # (P, Dh/2): positions 4j
         return [block.attention.latent_kv(state, freqs) for block in self.blocks]
 
     def _check_caches(self, *caches: KVCache | None) -> None:
@@ -310,11 +310,11 @@ class EchoDiT(nn.Module):
         self._check_caches(text_kv, speaker_kv, latent_kv)
         B, S, _ = x.shape
         device = self.device
-        x = x.to(self.dtype)  # (B, S, 80)
-        t = t.to(self.dtype)  # (B,) rounded to the model dtype before embedding
+        x = x.to(device, self.dtype)  # (B, S, 80)
+        t = t.to(device, self.dtype)  # (B,) rounded to the model dtype before embedding
         emb = timestep_embedding(t, self.config.timestep_embed_size).to(self.dtype)  # (B, 512)
         cond = self.cond_module(emb)[:, None, :]  # (B, 1, 3D)
-        freqs = rope_frequencies(start_pos + S, self.config.head_dim)[start_pos:]  # (S, Dh/2) complex64, CPU
+        freqs = rope_frequencies(start_pos + S, self.config.head_dim)[start_pos:].to(device)  # (S, Dh/2), CPU-built
 
         num_latent = latent_kv[0][0].shape[1] if latent_kv else 0
         latent_mask = (torch.arange(num_latent, device=device) * LATENT_PREFIX_STRIDE < start_pos).expand(B, -1)

@@ -259,3 +259,24 @@ def test_misuse_raises_named_errors(tiny_dit_config):
     x, t = _noise()
     with pytest.raises(InvalidInput, match="layers"):
         model(x, t, **dict(cond, text_kv=cond["text_kv"][:1]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_model_computes_the_same_velocity_on_cuda(tiny_dit):
+    # Given the tiny model's CPU velocity, with CPU-built conditioning inputs
+    cond, (ids, speaker) = _conditioning(tiny_dit)
+    x, t = _noise()
+    expected = tiny_dit(x, t, **cond)
+    # When the model moves to CUDA and the caches are rebuilt from CPU inputs
+    model = tiny_dit.to("cuda")
+    cond_gpu = dict(
+        cond,
+        text_kv=model.get_kv_cache_text(ids, cond["text_mask"]),
+        speaker_kv=model.get_kv_cache_speaker(speaker),
+        latent_kv=model.get_kv_cache_latent(torch.randn(2, 8, 80)),
+    )
+    out = model(x, t, **cond_gpu)
+    # Then the velocity is on CUDA, float32, and matches the CPU one (no visible prefix at start_pos 0)
+    assert out.device.type == "cuda" and out.dtype == torch.float32
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-3, atol=1e-4)

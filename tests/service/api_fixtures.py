@@ -1,50 +1,27 @@
 """Fixtures for the job store and API tests: a real redis-server and the moto S3 server on loopback,
 and the API over real HTTP (``python -m api --bind``). Test modules opt in with
-``pytest_plugins = ["api_fixtures"]``."""
+``pytest_plugins = ["api_fixtures"]`` and import helpers from ``api_helpers``."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, *, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+from api_helpers import (
+    API_KEYS,
+    LIMITS,
+    S3_ENV,
+    ApiServer,
+    free_port,
+    s3_client,
+    start_api_process,
+    stop,
+    wait_for_port,
+)
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +61,42 @@ def api_s3_endpoint() -> Iterator[str]:
         stop(proc)
 
 
-def child_env(extra: dict[str, str]) -> dict[str, str]:
-    """The environment for a child process: ours without ECHO_*/AWS_* settings, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECHO_", "AWS_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
+@pytest.fixture(scope="session")
+def api_bucket(api_s3_endpoint: str) -> str:
+    """One bucket for the API tests (the worker creates it in production; no worker runs here)."""
+    s3_client(api_s3_endpoint).create_bucket(Bucket="echo-api-tests")
+    return "echo-api-tests"
+
+
+@pytest.fixture(scope="session")
+def api_env(api_redis_url: str, api_s3_endpoint: str, api_bucket: str) -> dict[str, str]:
+    keys = ",".join(f"{name}:{token}" for name, token in API_KEYS.items())
+    return {"ECHO_REDIS_URL": api_redis_url, "ECHO_S3_ENDPOINT_URL": api_s3_endpoint, "ECHO_S3_BUCKET": api_bucket,
+            "ECHO_API_KEYS": keys, **S3_ENV, **LIMITS}
+
+
+@pytest.fixture(scope="session")
+def start_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ApiServer]]:
+    """Start more API processes (e.g. with other settings); all are stopped at the end."""
+    started: list[ApiServer] = []
+
+    def start(env: dict[str, str], *, workers: int = 1) -> ApiServer:
+        server = start_api_process(env, tmp_path_factory.mktemp("api") / "api.log", workers=workers)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        stop(server.proc)
+
+
+@pytest.fixture(scope="session")
+def api_server(start_api: Callable[..., ApiServer], api_env: dict[str, str]) -> ApiServer:
+    """The shared API process: keys alice and bob, S3 on moto, small limits (see LIMITS)."""
+    return start_api(api_env)
+
+
+@pytest.fixture
+def api(api_server: ApiServer, redis_client: redis.Redis) -> ApiServer:
+    """The shared API on an emptied Redis."""
+    return api_server

@@ -1,0 +1,58 @@
+"""The Echo-TTS job service's HTTP API (Flask). Never imports torch, ``echo_tts`` or worker task code.
+
+``create_app(test_config=None)`` builds an app; ``api.wsgi:app`` is the one built at import, for gunicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from flask import Flask
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. ``test_config`` may hold ``SETTINGS`` (an ApiSettings), ``ENV`` (a mapping read
+    instead of os.environ), ``STORE``/``STORAGE``/``QUEUE`` (clients to use), plus Flask config keys.
+    A missing or malformed setting raises ``api.settings.SettingsError`` naming it."""
+    from api import errors, routes_jobs, routes_meta, routes_voices
+    from api.queue import CeleryQueue
+    from api.services import Services
+    from api.settings import ApiSettings
+    from api.voices_service import register_operator_voices
+    from worker.jobstore import JobStore
+    from worker.storage import open_storage
+
+    config = dict(test_config or {})
+    settings = config.pop("SETTINGS", None) or ApiSettings.from_env(config.pop("ENV", None))
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5,
+                                  socket_connect_timeout=5, health_check_interval=30)
+    s = Services(
+        settings=settings,
+        store=config.pop("STORE", None) or JobStore(client, job_ttl_s=settings.job_ttl_s),
+        storage=config.pop("STORAGE", None) or open_storage(settings.storage),
+        queue=config.pop("QUEUE", None) or CeleryQueue(settings.redis_url),
+    )
+    app = Flask(__name__, static_folder=None)
+    app.config.from_mapping(
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        MAX_FORM_MEMORY_SIZE=max(500_000, settings.max_text_chars * 4 + 65_536),
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["echo"] = s
+    errors.register_error_handlers(app)
+    for bp in (routes_jobs.bp, routes_voices.bp, routes_meta.bp):
+        app.register_blueprint(bp)
+    if s.storage.backend == "local":
+        s.storage.ensure_bucket()
+    if settings.voices_dir is not None:
+        register_operator_voices(s, settings.voices_dir)
+    return app

@@ -1,0 +1,53 @@
+"""``python -m api --bind HOST:PORT [--workers N] [--threads N]``: serve ``api.wsgi:app`` with gunicorn.
+
+The settings are checked before gunicorn starts, so a missing or malformed one stops the process with
+a message that names it (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from api.wsgi import app
+
+        return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m api", description="Run the Echo-TTS job API (gunicorn).")
+    parser.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default 127.0.0.1:8000)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    parser.add_argument("--timeout", type=int, default=60, help="seconds before a silent worker is restarted")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+
+    from api.settings import ApiSettings, SettingsError
+
+    try:
+        ApiSettings.from_env()
+    except SettingsError as exc:
+        print(f"api: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _Gunicorn({"bind": args.bind, "workers": args.workers, "threads": args.threads, "worker_class": "gthread",
+               "timeout": args.timeout, "loglevel": args.log_level, "accesslog": "-", "errorlog": "-"}).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

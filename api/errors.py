@@ -1,0 +1,116 @@
+"""One JSON error envelope for everything the API refuses: ``{"error": {"code", "message", "details"}}``.
+
+Views raise :class:`APIError` (or let pydantic's ``ValidationError`` and werkzeug's ``HTTPException``
+escape); the handlers registered by :func:`register_error_handlers` turn all of them into the envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, Response, current_app, jsonify, request
+from kombu.exceptions import OperationalError
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from worker.storage import StorageError
+
+log = logging.getLogger(__name__)
+_DRAIN_CAP = 256 * 1024 * 1024  # read at most this much of a refused body so the client sees our answer
+
+
+class APIError(Exception):
+    """Raised by views and services; becomes the JSON envelope with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None, *,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details or {}
+        self.headers = headers or {}
+
+
+def not_found(what: str, ident: str) -> APIError:
+    """404 for unknown ids and for other keys' objects alike (no existence oracle)."""
+    return APIError(404, "not_found", f"no {what} {ident!r}", {"id": ident})
+
+
+def invalid(field: str, message: str, **details: Any) -> APIError:
+    """422 naming the offending field."""
+    return APIError(422, "invalid_request", f"{field}: {message}",
+                    {"errors": [{"field": field, "message": message, **details}]})
+
+
+def envelope(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> tuple[Response, int]:
+    return jsonify({"error": {"code": code, "message": message, "details": details or {}}}), status
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [{"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in exc.errors()]
+
+
+def _api_error(exc: APIError) -> tuple[Response, int]:
+    response, status = envelope(exc.status, exc.code, exc.message, exc.details)
+    response.headers.update(exc.headers)
+    return response, status
+
+
+def _validation_error(exc: ValidationError) -> tuple[Response, int]:
+    errors = validation_details(exc)
+    message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return envelope(422, "invalid_request", message, {"errors": errors})
+
+
+def _too_large(exc: RequestEntityTooLarge) -> tuple[Response, int]:
+    _drain()
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return envelope(413, "payload_too_large",
+                    f"request body is larger than ECHO_MAX_UPLOAD_BYTES={limit} bytes",
+                    {"limit": "ECHO_MAX_UPLOAD_BYTES", "max_bytes": limit, "content_length": request.content_length})
+
+
+def _drain() -> None:
+    """Read the refused body so that the client, still sending, can read the 413."""
+    stream, left = request.environ.get("wsgi.input"), min(request.content_length or 0, _DRAIN_CAP)
+    try:
+        while stream is not None and left > 0:
+            chunk = stream.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            left -= len(chunk)
+    except OSError:  # the client gave up: nothing to answer
+        pass
+
+
+def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    response, status = envelope(exc.code or 500, code, exc.description or exc.name)
+    if exc.code == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response, status
+
+
+def _unavailable(exc: Exception) -> tuple[Response, int]:
+    log.error("backend unavailable on %s %s: %s", request.method, request.path, exc)
+    return envelope(503, "unavailable", "storage, Redis or the queue is unavailable; try again shortly",
+                    {"backend": type(exc).__name__})
+
+
+def _unexpected(exc: Exception) -> tuple[Response, int]:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return envelope(500, "internal_error", "the server failed on this request; it is logged")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(APIError, _api_error)
+    app.register_error_handler(ValidationError, _validation_error)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
+    app.register_error_handler(HTTPException, _http_error)
+    for backend_error in (StorageError, OperationalError, redis.RedisError):
+        app.register_error_handler(backend_error, _unavailable)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,182 @@
+"""Synthesis jobs: validate and submit, present records, list, cancel, and serve the audio.
+
+Views call these functions; they raise :class:`api.errors.APIError` for anything the client got wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import Any
+
+import redis
+from flask import Response, redirect, request, send_file, url_for
+from kombu.exceptions import OperationalError
+
+from api import voices_service
+from api.errors import APIError, invalid, not_found
+from api.schemas import JobCreate, JobListQuery
+from api.services import services
+from api.uploads import Upload, form_fields, json_body, read_audio
+from worker import contract
+from worker.contract import ContractError, JobState, SynthesisRequest
+from worker.jobstore import IdempotencyConflict, InvalidCursor, JobRecord
+from worker.records import fingerprint, new_id
+from worker.storage import LocalStorage, StorageError
+
+log = logging.getLogger(__name__)
+UNAVAILABLE = (StorageError, OperationalError, redis.RedisError)
+
+
+def parse_submission() -> tuple[JobCreate, Upload | None]:
+    """The request body (JSON, or multipart with an optional ``speaker_audio`` file) as a JobCreate."""
+    if request.mimetype == "multipart/form-data":
+        data = form_fields(json_fields=("overrides", "metadata"), int_fields=("seed", "sample_rate"),
+                           files=("speaker_audio",))
+        upload = read_audio("speaker_audio", max_seconds=services().settings.max_reference_seconds, required=False)
+        return JobCreate.model_validate(data), upload
+    return JobCreate.model_validate(json_body()), None
+
+
+def _check_limits(owner: str, body: JobCreate, upload: Upload | None) -> str | None:
+    """Refuse what breaks a limit; returns the resolved voice id."""
+    settings = services().settings
+    if len(body.text) > settings.max_text_chars:
+        raise APIError(413, "text_too_long", f"text has {len(body.text)} characters; the limit is "
+                       f"ECHO_MAX_TEXT_CHARS={settings.max_text_chars}",
+                       {"limit": "ECHO_MAX_TEXT_CHARS", "max_chars": settings.max_text_chars, "field": "text"})
+    size = len(json.dumps(body.metadata))
+    if size > settings.max_metadata_bytes:
+        raise APIError(413, "metadata_too_large", f"metadata is {size} bytes of JSON; the limit is "
+                       f"ECHO_MAX_METADATA_BYTES={settings.max_metadata_bytes}",
+                       {"limit": "ECHO_MAX_METADATA_BYTES", "field": "metadata"})
+    for problem in contract.sample_rate_errors(body.format, body.sample_rate) if body.sample_rate else []:
+        raise invalid("sample_rate", problem)
+    if body.voice and upload:
+        raise invalid("voice", "give either voice or speaker_audio, not both")
+    return voices_service.resolve(owner, body.voice).id if body.voice else None
+
+
+def _synthesis_request(job_id: str, owner: str, body: JobCreate, upload: Upload | None,
+                       voice_id: str | None) -> SynthesisRequest:
+    speaker_key = contract.upload_key(job_id, f"reference.{upload.kind.extension}") if upload else None
+    req = SynthesisRequest(
+        job_id=job_id, text=body.text, seed=secrets.randbelow(2**32) if body.seed is None else body.seed,
+        format=body.format, preset=body.preset, overrides=body.overrides.model_dump(exclude_unset=True),
+        voice_id=voice_id, speaker_key=speaker_key, sample_rate=body.sample_rate, owner=owner,
+        metadata=body.metadata)
+    try:
+        req.validate()  # the contract's own check: a safety net behind the schema
+    except ContractError as exc:
+        raise APIError(422, "invalid_request", str(exc)) from None
+    return req
+
+
+def submit(owner: str, body: JobCreate, upload: Upload | None, idempotency_key: str | None) -> tuple[JobRecord, bool]:
+    """Store the job, upload a one-shot reference, enqueue; ``(record, created)`` (False: idempotent replay)."""
+    voice_id = _check_limits(owner, body, upload)
+    s = services()
+    req = _synthesis_request(new_id("job"), owner, body, upload, voice_id)
+    fp = fingerprint({"body": body.model_dump(mode="json"), "speaker_audio": upload.sha256 if upload else None})
+    try:
+        record, created = s.store.create(owner, req.to_dict(), idempotency_key=idempotency_key,
+                                         body_fingerprint=fp, job_id=req.job_id)
+    except IdempotencyConflict as exc:
+        raise APIError(409, "idempotency_conflict", "this Idempotency-Key was used with a different body",
+                       {"job_id": exc.job_id}) from None
+    if created:
+        try:
+            if upload and req.speaker_key:
+                s.storage.put_bytes(req.speaker_key, upload.data, content_type=upload.kind.content_type)
+            s.queue.send_synthesis(req)
+        except UNAVAILABLE as exc:
+            log.error("could not enqueue %s: %s", req.job_id, exc)
+            s.store.fail(req.job_id, "unavailable", "the job could not be queued; submit it again")
+            raise APIError(503, "unavailable", "storage or the queue is unavailable; try again") from exc
+    return record, created
+
+
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise invalid("Idempotency-Key", "must be 1 to 255 characters")
+    return key
+
+
+def _result(record: JobRecord) -> dict[str, Any] | None:
+    if record.status is not JobState.SUCCEEDED or record.result is None:
+        return None
+    fmt = record.request.get("format", contract.DEFAULT_FORMAT)
+    key = record.result.get("key") or record.result.get("storage_key") or contract.job_audio_key(record.id, fmt)
+    filename = f"{record.id}.{contract.OUTPUT_FORMATS[fmt].extension}"
+    url = services().storage.presign(key, filename=filename) or url_for("jobs.audio", job_id=record.id, _external=True)
+    return {"url": url, "format": fmt, "content_type": contract.OUTPUT_FORMATS[fmt].content_type,
+            **{k: record.result.get(k) for k in ("duration_s", "sample_rate", "bytes")}}
+
+
+def _echo(req: dict[str, Any]) -> dict[str, Any]:
+    return {"text": req.get("text", ""), "voice": req.get("voice_id"), "speaker_audio": bool(req.get("speaker_key")),
+            **{k: req.get(k) for k in ("preset", "overrides", "seed", "format", "sample_rate", "metadata")}}
+
+
+def view(record: JobRecord) -> dict[str, Any]:
+    """The public JSON of a job (schemas.Job); the result URL is presigned afresh on every call."""
+    self_url = url_for("jobs.get_job", job_id=record.id)
+    return {
+        "id": record.id, "status": record.status.value,
+        "created_at": record.created_at, "started_at": record.started_at, "finished_at": record.finished_at,
+        "created_ts": record.created_ts, "started_ts": record.started_ts, "finished_ts": record.finished_ts,
+        "progress": vars(record.progress).copy(), "cancel_requested": record.cancel_requested,
+        "request": _echo(record.request), "result": _result(record), "error": record.error,
+        "timings": record.timings, "links": {"self": self_url, "audio": f"{self_url}/audio"},
+    }
+
+
+def get_owned(owner: str, job_id: str) -> JobRecord:
+    record = services().store.get(job_id, owner=owner)
+    if record is None:
+        raise not_found("job", job_id)
+    return record
+
+
+def list_owned(owner: str) -> dict[str, Any]:
+    raw = {"limit": request.args.get("limit", "20"), "cursor": request.args.get("cursor")}
+    if request.args.get("status"):
+        raw["status"] = [s for s in request.args.get("status", "").split(",") if s]
+    query = JobListQuery.model_validate({k: v for k, v in raw.items() if v is not None})
+    try:
+        records, cursor = services().store.list_jobs(
+            owner, status=[JobState(s) for s in query.status or []] or None, limit=query.limit, cursor=query.cursor)
+    except InvalidCursor as exc:
+        raise invalid("cursor", str(exc)) from None
+    return {"jobs": [view(r) for r in records], "next_cursor": cursor}
+
+
+def cancel(owner: str, job_id: str) -> JobRecord:
+    """Queued → canceled (and the message revoked); running → cancel requested; finished → unchanged."""
+    s = services()
+    before = get_owned(owner, job_id)
+    after = s.store.request_cancel(job_id) or before
+    if before.status is JobState.QUEUED and after.status is JobState.CANCELED:
+        try:
+            s.queue.revoke(job_id)
+        except UNAVAILABLE as exc:  # the worker also checks the record before it starts: still canceled
+            log.warning("could not revoke %s: %s", job_id, exc)
+    return after
+
+
+def audio_response(owner: str, job_id: str) -> Response:
+    """302 to a presigned URL, or the file itself with local storage."""
+    record = get_owned(owner, job_id)
+    result = _result(record)
+    if result is None:
+        raise APIError(409, "not_ready", f"job {job_id} is {record.status.value}; audio exists once it succeeded",
+                       {"status": record.status.value})
+    storage = services().storage
+    if isinstance(storage, LocalStorage):
+        key = record.result.get("key") if record.result else None
+        key = key or contract.job_audio_key(record.id, result["format"])
+        return send_file(storage.path(key), mimetype=result["content_type"], as_attachment=True,
+                         download_name=f"{record.id}.{contract.OUTPUT_FORMATS[result['format']].extension}")
+    return redirect(result["url"], code=302)

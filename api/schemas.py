@@ -1,0 +1,157 @@
+"""Pydantic models: they validate requests and they generate ``/v1/openapi.json`` (one source).
+
+Bounds come from :mod:`worker.contract` so the API and the worker can never disagree. Limits that are
+settings (text length, upload size, metadata size) are checked in the services and documented here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from worker import contract
+
+Format = Literal[tuple(contract.OUTPUT_FORMATS)]  # type: ignore[valid-type]
+Preset = Literal[contract.PRESET_NAMES]  # type: ignore[valid-type]
+Status = Literal[tuple(s.value for s in contract.JobState)]  # type: ignore[valid-type]
+VoiceStatus = Literal[tuple(s.value for s in contract.VoiceState)]  # type: ignore[valid-type]
+
+
+def _override_field(bound: contract.OverrideBound) -> tuple[Any, Any]:
+    kind: Any = int if bound.kind is int else float
+    note = " (null switches it off)" if bound.nullable else ""
+    field = Field(None, ge=bound.minimum, le=bound.maximum,
+                  description=f"{bound.name}: {bound.minimum}..{bound.maximum}{note}; absent = the preset's value")
+    return (kind | None if bound.nullable else kind), field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Sampler overrides, one optional field per contract.OVERRIDE_BOUNDS entry, bounds included.
+Overrides: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "Overrides", __base__=_Strict, **{name: _override_field(b) for name, b in contract.OVERRIDE_BOUNDS.items()})
+
+
+class JobCreate(_Strict):
+    """POST /v1/jobs (a JSON body, or the same fields as multipart form fields plus ``speaker_audio``)."""
+
+    text: str = Field(min_length=1, description="Text to speak; longer than one generation is split at "
+                                                 "sentence boundaries and stitched (limit: ECHO_MAX_TEXT_CHARS)")
+    voice: str | None = Field(None, max_length=128, description="A stored voice id (GET /v1/voices)")
+    preset: Preset = Field(contract.DEFAULT_PRESET, description="An upstream sampler preset")
+    overrides: Overrides = Field(default_factory=Overrides, description="Bounded sampler overrides")  # type: ignore[valid-type]
+    seed: int | None = Field(None, ge=0, lt=2**63, description="Recorded; random when absent")
+    format: Format = Field(contract.DEFAULT_FORMAT, description="Output audio format")
+    sample_rate: int | None = Field(None, ge=contract.MIN_OUTPUT_SAMPLE_RATE, le=contract.MAX_OUTPUT_SAMPLE_RATE,
+                                    description="Output sample rate (Hz); default the model's 44100; mp3 and aac "
+                                                "take their codecs' standard rates; opus is always 48000")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque, echoed back "
+                                                                        "(limit: ECHO_MAX_METADATA_BYTES)")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("text must not be blank")
+        return text
+
+
+class Progress(BaseModel):
+    fraction: float
+    step: int
+    total_steps: int
+    segments_done: int
+    segments_total: int
+
+
+class JobResult(BaseModel):
+    url: str = Field(description="Fresh presigned URL (or this API's /audio URL with local storage)")
+    format: str
+    content_type: str | None = None
+    duration_s: float | None = None
+    sample_rate: int | None = None
+    bytes: int | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+class RequestEcho(BaseModel):
+    text: str
+    voice: str | None
+    speaker_audio: bool = Field(description="A one-shot reference was uploaded with the job")
+    preset: str
+    overrides: dict[str, Any]
+    seed: int
+    format: str
+    sample_rate: int | None
+    metadata: dict[str, Any]
+
+
+class Job(BaseModel):
+    id: str
+    status: Status
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    created_ts: float
+    started_ts: float | None
+    finished_ts: float | None
+    progress: Progress
+    cancel_requested: bool
+    request: RequestEcho
+    result: JobResult | None
+    error: ErrorBody | None
+    timings: dict[str, float] | None = Field(description="queue_s, render_s, rtf (render time / audio time)")
+    links: dict[str, str]
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+
+class JobListQuery(_Strict):
+    status: list[Status] | None = None
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = None
+
+
+class VoiceCreate(_Strict):
+    """POST /v1/voices: multipart with a ``file`` (the reference audio) and an optional ``name``."""
+
+    name: str | None = Field(None, max_length=128)
+
+
+class Voice(BaseModel):
+    id: str
+    name: str
+    status: VoiceStatus
+    operator: bool = Field(description="Operator voices (ECHO_VOICES_DIR) are read-only and shared by all keys")
+    created_at: str
+    updated_at: str
+    error: ErrorBody | None
+    info: dict[str, Any] | None
+
+
+class VoiceList(BaseModel):
+    voices: list[Voice]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]

@@ -1,0 +1,25 @@
+"""The clients one API process holds (``app.extensions["echo"]``), built once in ``create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from api.queue import TaskQueue
+from api.settings import ApiSettings
+from worker.jobstore import JobStore
+from worker.storage import Storage
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: ApiSettings
+    store: JobStore
+    storage: Storage
+    queue: TaskQueue
+
+
+def services() -> Services:
+    """The current app's clients (inside a request or app context)."""
+    return current_app.extensions["echo"]  # type: ignore[no-any-return]

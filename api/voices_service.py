@@ -1,0 +1,104 @@
+"""Stored voices: upload a reference once, a worker encodes its speaker latents once.
+
+Operator voices (audio files in ``ECHO_VOICES_DIR``) are registered when the app starts: read-only,
+visible to every key, their id being the file's stem (``narrator.wav`` → ``narrator``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from flask import request
+
+from api.errors import APIError, invalid, not_found
+from api.schemas import VoiceCreate
+from api.services import Services, services
+from api.sniff import sniff_audio
+from api.uploads import form_fields, read_audio
+from worker import contract
+from worker.records import new_id
+from worker.voicestore import VoiceRecord
+
+log = logging.getLogger(__name__)
+_OPERATOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def view(record: VoiceRecord) -> dict[str, Any]:
+    """The public JSON of a voice (schemas.Voice)."""
+    return {"id": record.id, "name": record.name, "status": record.status.value, "operator": record.operator,
+            "created_at": record.created_at, "updated_at": record.updated_at, "error": record.error,
+            "info": record.info}
+
+
+def get_owned(owner: str, voice_id: str) -> VoiceRecord:
+    """The caller's voice or an operator voice; anything else is 404."""
+    record = services().store.voices.get(voice_id, owner=owner)
+    if record is None:
+        raise not_found("voice", voice_id)
+    return record
+
+
+def resolve(owner: str, voice: str) -> VoiceRecord:
+    """The voice a job names (an id, or an operator voice's file name), refused by field name."""
+    store = services().store.voices
+    record = store.get(voice, owner=owner) or (store.get(Path(voice).stem, owner=owner) if "." in voice else None)
+    if record is None:
+        raise invalid("voice", f"no voice {voice!r}")
+    if record.status is contract.VoiceState.FAILED:
+        raise invalid("voice", f"voice {voice!r} failed to encode; upload it again")
+    return record
+
+
+def create(owner: str) -> VoiceRecord:
+    """Multipart ``file`` (+ optional ``name``): store the reference, enqueue the encode task."""
+    if request.mimetype != "multipart/form-data":
+        raise APIError(415, "unsupported_media_type", "send multipart/form-data with a file field 'file'")
+    body = VoiceCreate.model_validate(form_fields(files=("file",)))
+    s = services()
+    upload = read_audio("file", max_seconds=s.settings.max_reference_seconds, required=True)
+    assert upload is not None  # required=True raises instead
+    voice_id = new_id("voice")
+    key = contract.voice_reference_key(voice_id, upload.kind.extension)
+    name = body.name or Path(request.files["file"].filename or voice_id).name
+    s.storage.put_bytes(key, upload.data, content_type=upload.kind.content_type)
+    record = s.store.voices.create(owner, name, key, voice_id=voice_id, sha256=upload.sha256)
+    s.queue.send_encode_voice(voice_id, key)
+    return record
+
+
+def delete(owner: str, voice_id: str) -> None:
+    record = get_owned(owner, voice_id)
+    if record.operator:
+        raise APIError(403, "read_only_voice", f"voice {voice_id!r} is an operator voice (ECHO_VOICES_DIR); "
+                       "it cannot be deleted through the API")
+    s = services()
+    s.store.voices.delete(voice_id)
+    s.storage.delete_prefix(f"voices/{voice_id}/")
+
+
+def register_operator_voices(s: Services, directory: Path) -> list[str]:
+    """Register every audio file in ``directory``; unchanged voices are left as they are. Returns the ids."""
+    ids = []
+    for path in sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")):
+        data = path.read_bytes()
+        kind = sniff_audio(data[:65536])
+        if kind is None or not _OPERATOR_ID.match(path.stem):
+            log.warning("ECHO_VOICES_DIR: skipping %s (not audio, or not a usable voice name)", path.name)
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        current = s.store.voices.get(path.stem)
+        if current and current.sha256 == sha and current.status is not contract.VoiceState.FAILED:
+            ids.append(path.stem)
+            continue
+        key = contract.voice_reference_key(path.stem, kind.extension)
+        s.storage.put_bytes(key, data, content_type=kind.content_type)
+        _, changed = s.store.voices.register_operator(path.stem, path.name, key, sha)
+        if changed:
+            s.queue.send_encode_voice(path.stem, key)
+        ids.append(path.stem)
+    log.info("operator voices: %s", ", ".join(ids) or "none")
+    return ids

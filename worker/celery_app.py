@@ -14,9 +14,9 @@ import sys
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 
-from .contract import ENCODE_VOICE, QUEUE_BULK, QUEUE_INTERACTIVE, SYNTHESIZE
+from .contract import ENCODE_VOICE, QUEUE_INTERACTIVE, QUEUES, SYNTHESIZE
 from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_ignore_result": True,  # our own job records are the source of truth
         "task_track_started": False,
         "task_default_queue": QUEUE_INTERACTIVE,
-        "task_queues": (Queue(QUEUE_INTERACTIVE), Queue(QUEUE_BULK)),
+        "task_queues": tuple(Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES),
         "task_routes": {SYNTHESIZE: {"queue": QUEUE_INTERACTIVE}, ENCODE_VOICE: {"queue": QUEUE_INTERACTIVE}},
         "task_soft_time_limit": settings.soft_time_limit_s,  # enforced by Celery on prefork only; the
         "task_time_limit": settings.time_limit_s,  # render loop enforces the soft limit on solo itself

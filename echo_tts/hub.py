@@ -17,8 +17,10 @@ from huggingface_hub.errors import EntryNotFoundError
 from .errors import WeightsNotFound
 
 
-def _looks_like_path(repo_or_dir: str) -> bool:
-    """True for strings that can only be a filesystem path (a repo id is ``org/name``)."""
+def _looks_like_path(repo_or_dir: str | os.PathLike[str]) -> bool:
+    """True for path objects and strings that can only be a filesystem path (a repo id is ``org/name``)."""
+    if not isinstance(repo_or_dir, str):
+        return True
     return os.path.isabs(repo_or_dir) or repo_or_dir.startswith((".", "~")) or repo_or_dir.count("/") > 1
 
 
@@ -32,6 +34,8 @@ def resolve_file(
 ) -> Path:
     """Local path of ``filename`` from a directory that exists, else from the hub repo ``repo_or_dir``.
 
+    A ``Path`` (or a string that cannot be a repo id: absolute, ``./``, ``~``) is always a directory.
+
     Raises :class:`WeightsNotFound` naming the repo (or directory) and the file when it cannot be
     provided: missing file, unknown repo or revision, offline without a cached copy, network error.
     """
@@ -42,7 +46,7 @@ def resolve_file(
         if not path.is_file():
             raise WeightsNotFound(f"weights file {filename!r} not found in directory {str(local)!r}")
         return path
-    if _looks_like_path(text):
+    if _looks_like_path(repo_or_dir):
         raise WeightsNotFound(f"weights directory {text!r} does not exist (looking for {filename!r})")
     try:
         downloaded = hf_hub_download(

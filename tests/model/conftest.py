@@ -34,9 +34,9 @@ TINY_DIT_CONFIG = EchoDiTConfig(
 
 def make_tiny_dit(config: EchoDiTConfig = TINY_DIT_CONFIG, *, seed: int = TINY_DIT_SEED, blockwise: bool = True):
     """Random-init float32 EchoDiT on the CPU in eval mode; norm weights are perturbed away from 1."""
-    torch.manual_seed(seed)
-    model = EchoDiT(config, blockwise=blockwise)
-    with torch.no_grad():
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # leave the global RNG as it was
+        torch.manual_seed(seed)
+        model = EchoDiT(config, blockwise=blockwise)
         for name, param in model.named_parameters():
             if "norm" in name:
                 param.copy_(1.0 + 0.2 * torch.randn_like(param))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -26,8 +28,9 @@ def test_a_local_directory_wins_and_a_missing_file_is_named(tmp_path):
 
 
 def test_a_path_that_does_not_exist_is_not_sent_to_the_hub(tmp_path):
-    with pytest.raises(WeightsNotFound, match="does not exist"):
-        resolve_file(tmp_path / "a" / "b", "w.safetensors")
+    for missing in (tmp_path / "a" / "b", Path("relative/dir"), str(tmp_path / "c"), "./x/y"):
+        with pytest.raises(WeightsNotFound, match="does not exist"):
+            resolve_file(missing, "w.safetensors")
 
 
 def test_an_unreadable_safetensors_file_is_a_weights_error(tmp_path):

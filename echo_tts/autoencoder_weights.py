@@ -76,7 +76,9 @@ def load_autoencoder(
     config = read_autoencoder_config(repo_or_dir, token=token, revision=revision)
     state = read_safetensors(resolve_file(repo_or_dir, WEIGHTS_FILE, token=token, revision=revision), device=device)
     if dtype != torch.float32:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        for name, tensor in state.items():  # one tensor at a time: peak = file + one cast copy
+            if tensor.is_floating_point():
+                state[name] = tensor.to(dtype)
     with torch.device("meta"):
         ae = FishS1DAC(config)
     load_state_strict(ae, state, what="Fish S1-DAC autoencoder", optional=_is_rope_table)

@@ -61,14 +61,15 @@ def wait_for_health(url: str, procs: list[subprocess.Popen], timeout: float) -> 
     raise SystemExit(f"[dev] {url} did not answer 200 after {timeout:.0f} s")
 
 
-def tiny_checkpoint(env: dict[str, str]) -> None:
+def tiny_checkpoint(env: dict[str, str], directory: Path) -> None:
     """Write the tiny random checkpoint once and point the model settings at it."""
-    if not (TINY_DIR / "echo-tts-base" / "config.json").exists():
-        log(f"writing a tiny random checkpoint to {TINY_DIR}")
-        subprocess.run([sys.executable, "-m", "echo_tts.testing", "make-checkpoint", str(TINY_DIR), "--size", "tiny"],
+    if not (directory / "echo-tts-base" / "config.json").exists():
+        log(f"writing a tiny random checkpoint to {directory}")
+        subprocess.run([sys.executable, "-m", "echo_tts.testing", "make-checkpoint", str(directory), "--size", "tiny"],
                        cwd=ROOT, env=env, check=True)
-    env["ECHO_MODEL_REPO"] = str(TINY_DIR / "echo-tts-base")
-    env["ECHO_AE_REPO"] = str(TINY_DIR / "fish-s1-dac-min")
+    env["ECHO_MODEL_REPO"] = str(directory / "echo-tts-base")
+    env["ECHO_AE_REPO"] = str(directory / "fish-s1-dac-min")
+    env.setdefault("ECHO_DTYPE", "float32")  # the tiny model is for any machine; CPUs emulate bfloat16 slowly
 
 
 def environment(args: argparse.Namespace) -> dict[str, str]:
@@ -79,7 +80,7 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
     # The repository root on the path, as the images have the packages installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     if args.tiny:
-        tiny_checkpoint(env)
+        tiny_checkpoint(env, args.tiny_dir)
     return env
 
 
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-port", type=int, default=6379, help="ignored when ECHO_REDIS_URL is set")
     parser.add_argument("--state-dir", type=Path, default=ROOT / "out" / "dev", help="Redis data and local storage")
     parser.add_argument("--tiny", action="store_true", help="use a tiny random checkpoint (no download, noise audio)")
+    parser.add_argument("--tiny-dir", type=Path, default=TINY_DIR, help="where --tiny keeps its checkpoint")
     parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds to wait for the API's /healthz")
     return run(parser.parse_args(argv))
 

@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     """Settings for long GPU tasks (DESIGN §2). Clients that send tasks should use the same
     ``visibility_timeout``: with a shared broker, the shortest value wins."""
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    # A task whose worker died (SIGKILL, OOM) is re-queued once it has been un-acked for
+    # visibility_timeout; kombu sweeps for those every interval * throttle seconds.
+    transport = {"visibility_timeout": settings.visibility_timeout_s,
+                 "unacked_restore_interval": settings.restore_interval_s, "unacked_restore_throttle": 1}
     return {
         "task_serializer": "json",
         "result_serializer": "json",

@@ -177,6 +177,7 @@ class WorkerSettings:
     latents_cache_size: int = 8
     warmup: bool = True
     storage_retries: int = 5
+    restore_interval_s: float = 10.0  # how often a worker re-queues deliveries older than the visibility timeout
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -210,4 +211,5 @@ class WorkerSettings:
             latents_cache_size=_positive_int(e, "ECHO_LATENTS_CACHE_SIZE", 8),
             warmup=_bool(e, "ECHO_WARMUP", True),
             storage_retries=_positive_int(e, "ECHO_STORAGE_RETRIES", 5),
+            restore_interval_s=_positive(e, "ECHO_UNACKED_RESTORE_INTERVAL_S", 10.0),
         )

@@ -146,6 +146,7 @@ def service_env(redis_url: str, s3_endpoint: str, s3_bucket: str, tiny_checkpoin
         "ECHO_TASK_SOFT_TIME_LIMIT_S": "20",
         "ECHO_TASK_TIME_LIMIT_S": "25",
         "ECHO_VISIBILITY_TIMEOUT_S": "30",
+        "ECHO_UNACKED_RESTORE_INTERVAL_S": "1",
     }
 
 
@@ -155,6 +156,19 @@ def process_env(settings: dict[str, str]) -> dict[str, str]:
     keep["PYTHONUNBUFFERED"] = "1"
     keep.setdefault("HF_HUB_OFFLINE", "1")
     return keep | settings
+
+
+def submit_task(redis_url: str, name: str, kwargs: dict, *, queue: str = contract.QUEUE_INTERACTIVE,
+                task_id: str | None = None) -> None:
+    """Send a task by name as the API does (a producer-only Celery app, JSON)."""
+    from celery import Celery
+
+    client = Celery("test-producer", broker=redis_url, set_as_current=False)
+    client.conf.update(task_serializer="json", accept_content=["json"])
+    try:
+        client.send_task(name, kwargs=kwargs, queue=queue, task_id=task_id)
+    finally:
+        client.close()
 
 
 @dataclass

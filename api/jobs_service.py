@@ -30,8 +30,8 @@ UNAVAILABLE = (StorageError, OperationalError, redis.RedisError)
 
 
 def parse_submission() -> tuple[JobCreate, Upload | None]:
-    """The request body (JSON, or multipart with an optional ``speaker_audio`` file) as a JobCreate."""
-    if request.mimetype == "multipart/form-data":
+    """The request body (JSON, or a form: multipart with an optional ``speaker_audio`` file) as a JobCreate."""
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         data = form_fields(json_fields=("overrides", "metadata"), int_fields=("seed", "sample_rate"),
                            files=("speaker_audio",))
         upload = read_audio("speaker_audio", max_seconds=services().settings.max_reference_seconds, required=False)

@@ -93,17 +93,23 @@ class ApiServer:
 
 
 def start_api_process(env: dict[str, str], log: Path, *, workers: int = 1) -> ApiServer:
+    """Start ``python -m api`` and wait until its app answers /healthz (the app is built in the worker)."""
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "api", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
                                 cwd=ROOT, env=child_env(env), stdout=out, stderr=subprocess.STDOUT)
     server = ApiServer(f"http://127.0.0.1:{port}", proc, log, env)
-    try:
-        wait_for_port(port, proc, timeout=30)
-    except RuntimeError as exc:
-        stop(proc)
-        raise RuntimeError(f"{exc}\n{server.output()}") from None
-    return server
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if server.call("GET", "/healthz", as_=None).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError(f"the API did not come up (exit {proc.returncode}):\n{server.output()}")
+        time.sleep(0.1)
 
 
 def wav_bytes(seconds: float = 0.5, rate: int = 16000) -> bytes:

@@ -9,6 +9,7 @@ generation. :func:`encode_texts` refuses longer text (``TextTooLong``) instead o
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -134,7 +135,7 @@ _CLOSERS = "\"'\u201d\u2019\u00bb)\\]}"  # closing quotes/brackets stay with wha
 _SENTENCE_END = re.compile(rf"[.!?\u2026][{_CLOSERS}]*$")
 _CLAUSE_END = re.compile(rf"(?:[,;:\u2014\u2013]|\s-|--)[{_CLOSERS}]*$")
 _ABBREVIATION = re.compile(
-    r"(?:^|[\s(\"'])(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|Mt|vs|No|cf|Fig|Gen|Col|Lt|Sgt|Capt|Rev|Hon|e\.g|i\.e|[A-Z])\.$"
+    r"(?:^|[\s(\"'])(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|Mt|vs|No|cf|Fig|Gen|Col|Lt|Sgt|Capt|Rev|Hon|e\.g|i\.e|[A-HJ-Z])\.$"
 )
 _SPEAKER_TAG = re.compile(r"\[S\d+\]")
 _JOINING_DASH = re.compile(r"(?<=\S)(?:\u2014|--)(?=\S)")
@@ -174,8 +175,9 @@ def _refine(text: str, cuts: dict[int, int], max_bytes: int) -> dict[int, int]:
     chosen = {0: _SENTENCE, len(text): _SENTENCE}
     chosen.update((p, level) for p, level in cuts.items() if level == _SENTENCE)
     for level in (_CLAUSE, _WORD):
+        positions = sorted(p for p, lv in cuts.items() if lv == level)
         for lo, hi in _long_spans(text, chosen, max_bytes):
-            chosen.update((p, lv) for p, lv in cuts.items() if lv == level and lo < p < hi)
+            chosen.update((p, level) for p in positions[bisect_right(positions, lo) : bisect_left(positions, hi)])
     for lo, hi in _long_spans(text, chosen, max_bytes):
         size = 0
         for index in range(lo, hi):

@@ -97,11 +97,10 @@ def start_redis(args: argparse.Namespace) -> subprocess.Popen:
 
 
 def stop_all(procs: list[subprocess.Popen]) -> None:
-    """Stop in reverse start order: API, then worker (warm shutdown), then Redis."""
+    """Stop in reverse start order, each before the next: API, worker (warm shutdown), Redis last."""
     for proc in reversed(procs):
         if proc.poll() is None:
             proc.terminate()
-    for proc in reversed(procs):
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:

@@ -64,7 +64,7 @@ def _compose_plugin() -> bool:
 def test_docker_compose_config_accepts_the_stack_without_an_engine() -> None:
     # Given the docker CLI with its compose plugin (no engine needed to render the model)
     # When it renders the stack with the optional monitoring profile
-    done = subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "--profile", "monitoring", "config", "--quiet"],
-                          cwd=ROOT, capture_output=True, text=True)
+    argv = ["docker", "compose", "-f", str(COMPOSE_FILE), "--profile", "monitoring", "config", "--quiet"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     # Then it accepts it
     assert done.returncode == 0, done.stderr

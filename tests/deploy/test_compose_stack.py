@@ -15,8 +15,18 @@ from pathlib import Path
 
 import pytest
 import requests
-from deploy_support import (ROOT, free_port, healthcheck_argv, load_compose, local_argv, rewrite,
-                            service_command, service_environment, stop, wait_until_ok)
+from deploy_support import (
+    ROOT,
+    free_port,
+    healthcheck_argv,
+    load_compose,
+    local_argv,
+    rewrite,
+    service_command,
+    service_environment,
+    stop,
+    wait_until_ok,
+)
 
 pytestmark = pytest.mark.slow
 FAST = {"overrides": {"num_steps": 2}}  # the wiring is under test, not the sampler: keep CPU renders short
@@ -57,7 +67,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_port: int, s3_port: in
     container_only = {"ECHO_MODEL_REPO": str(tiny_checkpoint / "echo-tts-base"),
                       "ECHO_AE_REPO": str(tiny_checkpoint / "fish-s1-dac-min"),
                       # a CPU here: float32 (bfloat16 matmuls are emulated and slow on CPUs)
-                      "ECHO_DEVICE": "cpu", "ECHO_DTYPE": "float32", "HF_HOME": str(work / "hf"), "ECHO_VOICES_DIR": str(work / "voices")}
+                      "ECHO_DEVICE": "cpu", "ECHO_DTYPE": "float32",
+                      "HF_HOME": str(work / "hf"), "ECHO_VOICES_DIR": str(work / "voices")}
     envs = {name: local_env(services[name], hosts, container_only) for name in ("s3-init", "worker", "api")}
 
     # Given the one-shot bucket set-up has run to completion, as compose orders it
@@ -119,7 +130,8 @@ def test_the_audio_link_redirects_to_the_bucket_and_other_keys_are_refused(stack
     # Given a finished job
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {stack.token}"
-    job_id = session.post(f"{stack.base_url}/v1/jobs", json={"text": "Second one.", "seed": 1, **FAST}, timeout=10).json()["id"]
+    body = {"text": "Second one.", "seed": 1, **FAST}
+    job_id = session.post(f"{stack.base_url}/v1/jobs", json=body, timeout=10).json()["id"]
     assert wait_for_job(stack, session, job_id)["status"] == "succeeded", stack.tail()
     # When its audio link is fetched with and without the API key
     redirect = session.get(f"{stack.base_url}/v1/jobs/{job_id}/audio", allow_redirects=False, timeout=10)

@@ -11,6 +11,7 @@ import pytest
 from deploy_support import MULTI_GPU_FILE, ROOT, load_compose, raw_compose, service_environment
 
 SETTINGS_MODULES = [ROOT / "worker" / "settings.py", ROOT / "api" / "settings.py"]
+CVE_2025_62506_FIXED_IN = "RELEASE.2025-10-15T17-29-55Z"  # RELEASE.YYYY-MM-DDTHH-MM-SSZ sorts as text
 DELETED_OR_UNPATCHED = re.compile(r"^(docker\.io/|index\.docker\.io/|quay\.io/)?minio/(minio|mc)(:|@|$)")
 
 
@@ -152,6 +153,8 @@ def test_no_image_comes_from_the_deleted_docker_hub_minio_repositories(services:
     # Then there are none, and MinIO is built from our own Dockerfile with no curl-based healthcheck
     assert offenders == {}
     assert services["minio"]["build"]["context"] == "docker/minio"
+    release = services["minio"]["build"]["args"]["MINIO_RELEASE"]
+    assert release >= CVE_2025_62506_FIXED_IN and services["minio"]["image"].endswith(f":{release}")
     assert "curl" not in services["minio"]["healthcheck"]["test"]
 
 

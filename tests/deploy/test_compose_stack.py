@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
 import requests
 from deploy_support import (
@@ -37,6 +38,7 @@ class Stack:
     base_url: str
     token: str
     s3_public: str
+    s3_env: dict[str, str]
     logs: dict[str, Path]
 
     def tail(self) -> str:
@@ -84,7 +86,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_port: int, s3_port: in
                 procs.append(subprocess.Popen(local_argv(service_command(services[name]), hosts), env=envs[name],
                                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
         stack = Stack(f"http://127.0.0.1:{api_port}", services["api"]["environment"]["ECHO_API_KEYS"].split(":", 1)[1],
-                      f"http://127.0.0.1:{s3_port}", logs)
+                      f"http://127.0.0.1:{s3_port}", envs["s3-init"], logs)
         try:
             wait_until_ok(healthcheck_argv(services["api"], hosts), envs["api"], timeout=90, what="api healthcheck",
                           watch=procs)
@@ -140,3 +142,14 @@ def test_the_audio_link_redirects_to_the_bucket_and_other_keys_are_refused(stack
     assert redirect.status_code == 302 and redirect.headers["Location"].startswith(stack.s3_public)
     assert anonymous.status_code == 401
 
+
+
+def test_the_bucket_init_service_put_expiry_on_the_short_lived_prefixes(stack: Stack) -> None:
+    # Given the stack after its s3-init service ran with compose's command and environment
+    env = stack.s3_env
+    s3 = boto3.client("s3", endpoint_url=env["ECHO_S3_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    # When we read the bucket's lifecycle configuration
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=env["ECHO_S3_BUCKET"])["Rules"]
+    # Then jobs/ and uploads/ expire after the default 7 days
+    assert {(r["Filter"]["Prefix"], r["Expiration"]["Days"]) for r in rules} == {("jobs/", 7), ("uploads/", 7)}

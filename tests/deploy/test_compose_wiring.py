@@ -165,17 +165,17 @@ def test_flower_is_optional_behind_the_monitoring_profile(services: dict) -> Non
     assert services["flower"]["profiles"] == ["monitoring"]
 
 
-def test_the_multi_gpu_override_changes_only_which_gpu_each_worker_gets() -> None:
-    # Given the multi-GPU override
-    override = raw_compose(MULTI_GPU_FILE)["services"]
-    # When we read each worker block in it
+def test_the_multi_gpu_override_adds_copies_of_the_worker_each_on_its_own_gpu(services: dict) -> None:
+    # Given the multi-GPU override and compose.yaml's worker without its GPU reservation
+    override = load_compose(MULTI_GPU_FILE)["services"]
+    base = {k: v for k, v in services["worker"].items() if k != "deploy"}
+    # When we compare each service the override adds with it
     gpus = []
     for name, block in override.items():
-        if name != "worker":
-            assert block["extends"] == {"file": "../compose.yaml", "service": "worker"}, name
-        assert set(block) - {"extends"} == {"deploy"}, name
+        assert name.startswith("worker-gpu") and name not in services, name
+        assert {k: v for k, v in block.items() if k != "deploy"} == base, f"{name} drifted from compose.yaml's worker"
         (device,) = block["deploy"]["resources"]["reservations"]["devices"]
-        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and "count" not in device
         gpus += device["device_ids"]
-    # Then each worker is compose.yaml's worker on its own single GPU
-    assert len(gpus) == len(set(gpus)) == len(override) >= 2
+    # Then each is the same worker on one GPU of its own, none on GPU 0 (compose.yaml's worker has it)
+    assert gpus and len(gpus) == len(set(gpus)) and "0" not in gpus

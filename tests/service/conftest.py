@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -92,6 +93,7 @@ def redis_url(redis_server: str) -> str:
 def s3_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request is noise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -234,3 +236,50 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     for worker in started:
         if not worker.stopped:
             worker.stop()
+
+
+@dataclass
+class ApiProcess:
+    """A running ``python -m api --bind 127.0.0.1:PORT`` (gunicorn) and its base URL."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
+    """Starts the API helper's entry point with the given settings; waits for /healthz."""
+    import requests
+
+    started: list[ApiProcess] = []
+
+    def start(env: dict[str, str]) -> ApiProcess:
+        port = free_port()
+        log = tmp_path / f"api-{len(started)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([PYTHON, "-m", "api", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+                                    cwd=ROOT, env=process_env(env), stdout=out, stderr=subprocess.STDOUT)
+        api = ApiProcess(proc, f"http://127.0.0.1:{port}", log)
+        started.append(api)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"api exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+            try:
+                return requests.get(api.url + "/healthz", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(up, timeout=60, what="the API's /healthz", interval=0.1)
+        return api
+
+    yield start
+    for api in started:
+        if api.proc.poll() is None:
+            api.proc.terminate()
+            try:
+                api.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                api.proc.kill()
+                api.proc.wait(timeout=10)

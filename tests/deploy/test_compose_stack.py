@@ -110,6 +110,14 @@ def wait_for_job(stack: Stack, session: requests.Session, job_id: str, timeout: 
     pytest.fail(f"job {job_id} still {job['status']} after {timeout} s\n{stack.tail()}")
 
 
+def test_the_api_reports_ready_with_redis_the_bucket_and_a_live_worker(stack: Stack) -> None:
+    # Given the api and worker started from compose.yaml and healthy
+    # When the API's readiness endpoint is asked
+    ready = requests.get(f"{stack.base_url}/readyz", timeout=10)
+    # Then Redis, S3 (the bucket s3-init made) and at least one worker heartbeat are all seen
+    assert ready.status_code == 200, ready.text
+
+
 def test_a_job_submitted_to_the_compose_services_renders_and_downloads_from_the_bucket(stack: Stack) -> None:
     # Given the api and worker running with their compose commands, healthy by their compose healthchecks
     session = requests.Session()

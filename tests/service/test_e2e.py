@@ -138,3 +138,42 @@ def test_a_worker_killed_mid_render_loses_nothing_and_the_job_succeeds_once(serv
     from worker.jobstore import JobStore
 
     assert JobStore.from_url(env["ECHO_REDIS_URL"]).get(job["id"]).attempts == 2  # type: ignore[union-attr]
+
+
+def _reference_wav(seconds: float = 1.5) -> bytes:
+    import numpy as np
+
+    t = np.arange(int(44100 * seconds)) / 44100
+    buffer = io.BytesIO()
+    sf.write(buffer, (0.3 * np.sin(2 * np.pi * 220 * t)).astype("float32"), 44100, format="WAV")
+    return buffer.getvalue()
+
+
+def test_a_stored_voice_is_encoded_once_and_a_one_shot_reference_renders_too(service_env: dict, start_worker,
+                                                                               start_api) -> None:
+    # Given the API, a worker, and a voice uploaded once
+    api = start_api(service_env)
+    worker = start_worker(service_env)
+    created = requests.post(f"{api.url}/v1/voices", files={"file": ("ann.wav", _reference_wav(), "audio/wav")},
+                            data={"name": "Ann"}, timeout=10)
+    assert created.status_code == 202, created.text
+    voice_id = created.json()["id"]
+
+    def voice_state() -> str | None:
+        status = requests.get(f"{api.url}/v1/voices/{voice_id}", timeout=10).json()["status"]
+        return None if status == "pending" else str(status)
+
+    # When the worker has encoded it and two jobs use it
+    assert wait_for(voice_state, timeout=120, what="the voice to be encoded") == "ready"
+    jobs = [submit(api, voice=voice_id, seed=seed) for seed in (1, 2)]
+    # And a third job brings its own one-shot reference
+    upload = {"speaker_audio": ("me.wav", _reference_wav(1.0), "audio/wav")}
+    one_shot = requests.post(f"{api.url}/v1/jobs", files=upload,
+                             data={"text": "Mine.", "seed": "3", "overrides": '{"num_steps": 2}'}, timeout=10)
+    assert one_shot.status_code == 202, one_shot.text
+    # Then all succeed, the latents are stored, and the stored voice was encoded exactly once
+    for job in [*jobs, one_shot.json()]:
+        assert finish(api, job["id"])["status"] == "succeeded"
+    storage = S3Storage(StorageSettings.from_env(service_env))
+    assert storage.exists(f"voices/{voice_id}/latents.safetensors")
+    assert worker.output().count(f"voice {voice_id} encoded") == 1

@@ -119,8 +119,6 @@ def test_every_file_the_project_images_copy_exists_and_is_not_docker_ignored(pat
     missing = [src for src in sources if not (ROOT / src).exists()]
     ignored = [src for src in sources if _ignored(src.rstrip("/"), patterns)]
     # Then all exist and none is excluded from the build context
-    if missing == ["api/"] and not (ROOT / "api").exists():
-        pytest.skip("api/ has not landed yet (issue 4)")
     assert not missing and not ignored, (missing, ignored)
 
 

@@ -1,12 +1,9 @@
-"""Fixtures for the job store and API tests: a real redis-server and the moto S3 server on loopback,
-and the API over real HTTP (``python -m api --bind``). Test modules opt in with
+"""Fixtures for the job store and API tests: the shared redis-server and moto S3 server of
+tests/service/conftest.py, and the API over real HTTP (``python -m api --bind``). Test modules opt in with
 ``pytest_plugins = ["api_fixtures"]`` and import helpers from ``api_helpers``."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -16,27 +13,16 @@ from api_helpers import (
     LIMITS,
     S3_ENV,
     ApiServer,
-    free_port,
     s3_client,
     start_api_process,
     stop,
-    wait_for_port,
 )
 
 
 @pytest.fixture(scope="session")
-def api_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A redis-server of our own on a free loopback port, for the whole session."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop(proc)
+def api_redis_url(redis_server: str) -> str:
+    """The session's redis-server (``redis_server`` from tests/service/conftest.py)."""
+    return redis_server
 
 
 @pytest.fixture
@@ -49,16 +35,9 @@ def redis_client(api_redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="session")
-def api_s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on a free loopback port (stands in for MinIO)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc, timeout=30)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+def api_s3_endpoint(s3_endpoint: str) -> str:
+    """The session's moto S3 server on loopback (``s3_endpoint`` from tests/service/conftest.py)."""
+    return s3_endpoint
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +55,7 @@ def api_env(api_redis_url: str, api_s3_endpoint: str, api_bucket: str) -> dict[s
 
 
 @pytest.fixture(scope="session")
-def start_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ApiServer]]:
+def launch_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ApiServer]]:
     """Start more API processes (e.g. with other settings); all are stopped at the end."""
     started: list[ApiServer] = []
 
@@ -91,9 +70,9 @@ def start_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...
 
 
 @pytest.fixture(scope="session")
-def api_server(start_api: Callable[..., ApiServer], api_env: dict[str, str]) -> ApiServer:
+def api_server(launch_api: Callable[..., ApiServer], api_env: dict[str, str]) -> ApiServer:
     """The shared API process: keys alice and bob, S3 on moto, small limits (see LIMITS)."""
-    return start_api(api_env)
+    return launch_api(api_env)
 
 
 @pytest.fixture

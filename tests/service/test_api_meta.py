@@ -41,10 +41,10 @@ def test_readyz_is_503_without_a_worker_and_200_with_a_heartbeat(api: ApiServer,
 
 
 def test_readyz_is_503_naming_storage_when_the_bucket_is_unreachable(
-        start_api: Callable[..., ApiServer], api_env: dict[str, str], api_redis_url: str,
+        launch_api: Callable[..., ApiServer], api_env: dict[str, str], api_redis_url: str,
         redis_client: redis.Redis) -> None:
     # Given an API whose bucket does not exist, and a live worker
-    api = start_api({**api_env, "ECHO_S3_BUCKET": "no-such-bucket"})
+    api = launch_api({**api_env, "ECHO_S3_BUCKET": "no-such-bucket"})
     JobStore.from_url(api_redis_url).heartbeat("gpu0@host")
     # When readiness is asked, Then storage is named as failing
     response = api.call("GET", "/readyz", as_=None)
@@ -118,9 +118,9 @@ def test_a_bad_setting_stops_the_api_at_start_naming_it(api_env: dict[str, str],
 
 
 def test_without_api_keys_auth_is_off_and_audio_streams_from_local_storage(
-        start_api: Callable[..., ApiServer], api_redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> None:
+        launch_api: Callable[..., ApiServer], api_redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> None:
     # Given an API without keys and without S3: local storage in a directory
-    api = start_api({"ECHO_REDIS_URL": api_redis_url, "ECHO_STORAGE_DIR": str(tmp_path)})
+    api = launch_api({"ECHO_REDIS_URL": api_redis_url, "ECHO_STORAGE_DIR": str(tmp_path)})
     job = api.call("POST", "/v1/jobs", json={"text": "Local.", "format": "wav"}, as_=None).json()
     # When a worker finished the job into that directory
     store = JobStore.from_url(api_redis_url)

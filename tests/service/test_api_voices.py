@@ -99,15 +99,15 @@ def test_bad_voice_uploads_are_refused_naming_the_field(api: ApiServer, redis_cl
 
 
 def test_operator_voices_are_shared_read_only_and_registered_once(
-        start_api: Callable[..., ApiServer], api_env: dict[str, str], redis_client: redis.Redis,
+        launch_api: Callable[..., ApiServer], api_env: dict[str, str], redis_client: redis.Redis,
         tmp_path: Path) -> None:
     # Given a voices directory with one clip and one stray file
     (tmp_path / "narrator.wav").write_bytes(wav_bytes(1.0))
     (tmp_path / "README.txt").write_text("not a voice")
     env = {**api_env, "ECHO_VOICES_DIR": str(tmp_path)}
     # When two API processes start on it
-    api = start_api(env)
-    start_api(env)
+    api = launch_api(env)
+    launch_api(env)
     # Then both keys see the narrator, by id and by file name, and exactly one encode task was enqueued
     for who in ("alice", "bob"):
         (voice,) = api.call("GET", "/v1/voices", as_=who).json()["voices"]

@@ -94,6 +94,9 @@ def submit(owner: str, body: JobCreate, upload: Upload | None, idempotency_key: 
             log.error("could not enqueue %s: %s", req.job_id, exc)
             s.store.fail(req.job_id, "unavailable", "the job could not be queued; submit it again")
             raise APIError(503, "unavailable", "storage or the queue is unavailable; try again") from exc
+        except Exception:
+            s.store.fail(req.job_id, "internal_error", "the job could not be queued")
+            raise
     return record, created
 
 

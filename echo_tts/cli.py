@@ -1,0 +1,199 @@
+"""The ``echo-tts`` command line.
+
+    echo-tts synth "Hello there." --speaker ref.wav --preset Independent-High-Speaker-CFG --seed 0 -o out.mp3
+    echo-tts encode-speaker ref.wav -o voice.safetensors      # encode a voice once ...
+    echo-tts synth "Hello again." --speaker voice.safetensors -o out.wav   # ... reuse it
+    echo-tts presets
+
+Text longer than one generation is split at sentence boundaries (``text.split_text``), piece i
+rendered with seed N + i, and the pieces joined with short pauses. The output format comes from
+``--format`` or the ``-o`` extension. Errors print one line and exit with status 2.
+Configuration comes from flags only (the Hugging Face client reads its own ``HF_*`` variables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_PRESET, SAMPLE_RATE, SAMPLER_PRESETS
+from .errors import EchoTTSError, InvalidInput, UnsupportedFormat
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_MODEL = "jordand/echo-tts-base"
+DEFAULT_AE = "jordand/fish-s1-dac-min"
+SPEAKER_FILE_SUFFIX = ".safetensors"
+PAUSE_S = 0.25  # silence between the pieces of a long text
+_EXTENSION_ALIASES = {"raw": "pcm", "ogg": "opus", "m4a": "aac"}
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=DEFAULT_MODEL, help="EchoDiT repo id or directory (default: %(default)s)")
+    group.add_argument("--ae", default=DEFAULT_AE, help="autoencoder repo id or directory (default: %(default)s)")
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    group.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                       help="DiT dtype; auto = bfloat16 on CUDA, float32 on CPU")  # fmt: skip
+    group.add_argument("--ae-dtype", choices=["bfloat16", "float32"], default="float32")
+    group.add_argument("--token", default=None, help="Hugging Face token (default: the hub client's own)")
+    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="echo-tts", description="Echo-TTS text to speech with voice cloning.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="render text to an audio file")
+    synth.add_argument("text", help='the text to speak ("-" reads standard input)')
+    synth.add_argument("-o", "--output", required=True, type=Path, help="output file")
+    synth.add_argument("--speaker", help="reference audio, or a voice saved by encode-speaker (.safetensors)")
+    synth.add_argument("--preset", default=DEFAULT_PRESET, help="sampler preset (see: echo-tts presets)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the preset's)")
+    synth.add_argument("--format", default=None, help="wav, flac, mp3, opus, aac or pcm (default: from -o)")
+    synth.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: 44100)")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_flags(synth)
+
+    encode = commands.add_parser("encode-speaker", help="encode a reference clip once, to reuse with --speaker")
+    encode.add_argument("reference", help="reference audio file (first 300 s are used)")
+    encode.add_argument("-o", "--output", required=True, type=Path, help="output .safetensors file")
+    _add_model_flags(encode)
+
+    commands.add_parser("presets", help="list the sampler presets")
+    return parser
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    from .audio import AUDIO_FORMATS
+
+    if args.format:
+        fmt = args.format.lower()
+    else:
+        extension = args.output.suffix.lower().lstrip(".")
+        fmt = _EXTENSION_ALIASES.get(extension, extension)
+    if fmt not in AUDIO_FORMATS:
+        valid = ", ".join(AUDIO_FORMATS)
+        raise UnsupportedFormat(f"cannot tell the output format from {str(args.output)!r}; use --format ({valid})")
+    return fmt
+
+
+def _setup_torch(args: argparse.Namespace):
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInput(f"--device {args.device}: CUDA is not available on this machine")
+    if args.dtype == "auto":
+        return torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    return args.dtype
+
+
+def _load_speaker(pipe, source: str | None):
+    from .speaker import SpeakerLatents
+
+    if source is None:
+        return None
+    if not os.path.isfile(source):
+        raise InvalidInput(f"speaker file {source!r} does not exist")
+    if source.lower().endswith(SPEAKER_FILE_SUFFIX):
+        return SpeakerLatents.load(source)
+    return pipe.encode_speaker(source)
+
+
+def _synth(args: argparse.Namespace) -> str:
+    from tqdm import tqdm
+
+    from .audio import encode_audio, join_segments
+    from .config import sampler_preset
+    from .pipeline import Pipeline
+    from .text import split_text
+
+    fmt = _output_format(args)
+    config = sampler_preset(args.preset)
+    if args.steps is not None:
+        config = config.replace(num_steps=args.steps)
+    text = sys.stdin.read() if args.text == "-" else args.text
+    pieces = [piece for piece in split_text(text) if piece.strip()]
+    if not pieces:
+        raise InvalidInput("the text is empty")
+    dtype = _setup_torch(args)
+    pipe = Pipeline.from_pretrained(args.model, args.ae, device=args.device, dtype=dtype, ae_dtype=args.ae_dtype,
+                                    token=args.token)  # fmt: skip
+    speaker = _load_speaker(pipe, args.speaker)
+    rendered = []
+    with tqdm(total=len(pieces) * config.num_steps, unit="step", disable=args.quiet, file=sys.stderr) as bar:
+        for index, piece in enumerate(pieces):
+            result = pipe.synthesize(piece, speaker, config, seed=args.seed + index, progress=lambda *_: bar.update())
+            rendered.append(result.samples)
+    samples = join_segments(rendered, SAMPLE_RATE, pause_s=PAUSE_S)
+    if samples.size == 0:
+        raise InvalidInput("the model produced no speech for this text (cropped to 0 samples); try another seed")
+    args.output.write_bytes(encode_audio(samples, SAMPLE_RATE, fmt, out_sample_rate=args.sample_rate))
+    return f"wrote {args.output} ({samples.size / SAMPLE_RATE:.2f} s, {fmt}, {len(pieces)} piece(s))"
+
+
+def _encode_speaker(args: argparse.Namespace) -> str:
+    from .audio import load_audio
+    from .autoencoder_weights import load_autoencoder
+    from .pipeline import as_dtype
+    from .speaker import speaker_latents_from_audio
+    from .weights import load_pca
+
+    _setup_torch(args)
+    if not os.path.isfile(args.reference):
+        raise InvalidInput(f"reference file {args.reference!r} does not exist")
+    audio = load_audio(args.reference)
+    pca = load_pca(args.model, device=args.device, token=args.token)
+    ae = load_autoencoder(args.ae, device=args.device, dtype=as_dtype(args.ae_dtype), token=args.token)
+    voice = speaker_latents_from_audio(audio, lambda chunk: pca.encode(ae.encode_zq(chunk)))
+    voice.save(args.output)
+    return f"wrote {args.output} ({voice.valid_frames} latent frames)"
+
+
+def _presets() -> str:
+    lines = []
+    for name, preset in SAMPLER_PRESETS.items():
+        marker = " (default)" if name == DEFAULT_PRESET else ""
+        lines.append(
+            f"{name}{marker}: steps={preset.num_steps} cfg_text={preset.cfg_scale_text} "
+            f"cfg_speaker={preset.cfg_scale_speaker} truncation={preset.truncation_factor} "
+            f"rescale_k={preset.rescale_k} rescale_sigma={preset.rescale_sigma}"
+        )
+    return "\n".join(lines)
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and not isinstance(error, EchoTTSError) and error.strerror:
+        text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; 0 on success, 2 on bad input or weights (one line on stderr), 130 on Ctrl-C."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "presets":
+            message = _presets()
+        elif args.command == "synth":
+            message = _synth(args)
+        else:
+            message = _encode_speaker(args)
+    except (EchoTTSError, OSError) as error:  # OSError: e.g. the output directory does not exist
+        print(f"echo-tts: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("echo-tts: interrupted", file=sys.stderr)
+        return 130
+    print(message)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

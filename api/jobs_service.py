@@ -180,6 +180,8 @@ def audio_response(owner: str, job_id: str) -> Response:
     if isinstance(storage, LocalStorage):
         key = record.result.get("key") if record.result else None
         key = key or contract.job_audio_key(record.id, result["format"])
+        if not storage.exists(key):
+            raise APIError(410, "audio_gone", f"the audio of job {job_id} is no longer in storage")
         return send_file(storage.path(key), mimetype=result["content_type"], as_attachment=True,
                          download_name=f"{record.id}.{contract.OUTPUT_FORMATS[result['format']].extension}")
     return redirect(result["url"], code=302)

@@ -43,7 +43,9 @@ end
 redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
+-- the owner index outlives its records (which expire ttl after their last change) and sheds old ids
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[4]) - 2 * tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[3], 2 * tonumber(ARGV[3]))
 return {'created', ARGV[2]}
 """
 # ARGV: comma-separated allowed states, "1" to refuse when cancel was requested, ttl, new state, pairs.

@@ -136,3 +136,7 @@ def test_without_api_keys_auth_is_off_and_audio_streams_from_local_storage(
     audio = api.call("GET", f"/v1/jobs/{job['id']}/audio", as_=None)
     assert audio.status_code == 200 and audio.content == wav_bytes()
     assert audio.headers["Content-Type"] == "audio/wav"
+    # And once the file is gone (e.g. lifecycle expiry), the API says so instead of failing
+    (tmp_path / key).unlink()
+    gone = api.call("GET", f"/v1/jobs/{job['id']}/audio", as_=None)
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "audio_gone"

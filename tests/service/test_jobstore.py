@@ -42,11 +42,24 @@ def test_a_created_job_is_queued_with_its_request_and_timestamps(store: JobStore
     assert record.started_at is None and record.result is None
 
 
-def test_a_job_record_has_a_ttl(store: JobStore, redis_client: redis.Redis) -> None:
+def test_a_job_record_has_a_ttl_and_the_owner_index_outlives_it(store: JobStore, redis_client: redis.Redis) -> None:
     # Given / When a job is created with a 600 s retention
     record, _ = store.create("alice", REQUEST)
-    # Then its hash expires
+    # Then its hash expires, and the owner's index lasts longer
     assert 0 < redis_client.ttl(f"echo:job:{record.id}") <= 600
+    assert 600 < redis_client.ttl("echo:jobs:alice") <= 1200
+
+
+def test_the_owner_index_sheds_ids_older_than_twice_the_retention(redis_client: redis.Redis) -> None:
+    # Given a job created long ago (by the store's clock)
+    clock = Clock()
+    store = JobStore(redis_client, job_ttl_s=600, clock=clock)
+    old, _ = store.create("alice", REQUEST)
+    # When a new job is created more than twice the retention later
+    clock.now += 1300
+    new, _ = store.create("alice", REQUEST)
+    # Then only the new id remains in the index
+    assert redis_client.zrange("echo:jobs:alice", 0, -1) == [new.id] and old.id != new.id
 
 
 def test_another_owner_does_not_see_the_job(store: JobStore) -> None:

@@ -13,6 +13,10 @@ Measures:
    median over ``--runs``, at the preset's default 40 steps and at ``--fast-steps``.
 
     .venv/bin/python bench/bench_service.py [--idle-jobs 40] [--submits 400] [--concurrency 8] [--runs 3]
+    ECHO_DEVICE=cuda ECHO_DTYPE=bfloat16 python bench/bench_service.py --worker-only   # a GPU box, no API
+
+``--worker-only`` skips the API and S3 (submits go through Redis and Celery exactly as the API
+sends them; storage is a local directory), so it runs where only the worker's extra is installed.
 
 Numbers depend on the machine; report them with the command line. Nothing is asserted.
 """
@@ -37,7 +41,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+sys.path.insert(0, str(ROOT))  # `python bench/bench_service.py` from anywhere finds worker/
 SENTENCE = "The quick brown fox jumps over the lazy dog."
+LONG_TEXT = " ".join([SENTENCE] * 80)  # ~3,600 characters: five generations, split and stitched
 
 
 def free_port() -> int:
@@ -64,25 +70,30 @@ def percentile(values: list[float], q: float) -> float:
 class Stack:
     """Redis, moto S3, the API and a worker as child processes of this script."""
 
-    def __init__(self, workdir: Path, checkpoint: Path) -> None:
+    def __init__(self, workdir: Path, checkpoint: Path, *, with_api: bool = True) -> None:
         self.workdir, self.procs = workdir, []  # type: ignore[var-annotated]
         redis_port, s3_port, api_port = free_port(), free_port(), free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ECHO_", "AWS_"))} | {
-            "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-            "ECHO_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "ECHO_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}", "ECHO_S3_BUCKET": "bench",
-            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "HF_HUB_OFFLINE": "1", "ECHO_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "ECHO_MODEL_REPO": str(checkpoint / "echo-tts-base"), "ECHO_AE_REPO": str(checkpoint / "fish-s1-dac-min"),
             "ECHO_DEVICE": os.environ.get("ECHO_DEVICE", "cpu"), "ECHO_DTYPE": os.environ.get("ECHO_DTYPE", "float32"),
+            "ECHO_STORAGE_DIR": str(workdir / "storage"),
         }
+        if with_api:
+            self.env |= {"ECHO_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}", "ECHO_S3_BUCKET": "bench",
+                         "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                         "AWS_DEFAULT_REGION": "us-east-1"}
         self.api = f"http://127.0.0.1:{api_port}"
-        self._start([shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--save", "",
-                     "--appendonly", "no", "--dir", str(workdir)], "redis")
-        self._start([PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)], "s3")
-        wait(lambda: self._listening(s3_port), 30, "moto")
-        self._start([PY, "-m", "api", "--bind", f"127.0.0.1:{api_port}", "--workers", "2", "--log-level", "warning"],
-                    "api")
-        wait(lambda: self._healthy(), 60, "the API")
+        self._start([os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "redis-server",
+                     "--port", str(redis_port), "--save", "", "--appendonly", "no", "--dir", str(workdir)], "redis")
+        wait(lambda: self._listening(redis_port), 30, "redis")
+        if with_api:
+            self._start([PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)], "s3")
+            wait(lambda: self._listening(s3_port), 30, "moto")
+            self._start([PY, "-m", "api", "--bind", f"127.0.0.1:{api_port}", "--workers", "2",
+                         "--log-level", "warning"], "api")
+            wait(lambda: self._healthy(), 60, "the API")
         self.worker: subprocess.Popen[bytes] | None = None
 
     def _start(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
@@ -103,8 +114,16 @@ class Stack:
             return False
 
     def start_worker(self) -> None:
+        import redis
+
         self.worker = self._start([PY, "-m", "worker", "--loglevel", "WARNING"], "worker")
-        wait(lambda: requests.get(self.api + "/readyz", timeout=5).status_code == 200, 180, "a ready worker", 0.2)
+        client = redis.Redis.from_url(self.env["ECHO_REDIS_URL"])
+        wait(lambda: self.worker.poll() is None and list(client.scan_iter("echo:heartbeat:*")) or self.worker.poll(),
+             300, "a ready worker", 0.2)
+        if self.worker.poll() is not None:
+            raise SystemExit(f"the worker exited; see {self.workdir / 'worker.log'}")
+        beat = client.get(next(iter(client.scan_iter("echo:heartbeat:*"))))
+        self.worker_info = json.loads(beat) if beat else {}
 
     def stop_worker(self) -> None:
         if self.worker is not None:
@@ -121,38 +140,88 @@ class Stack:
                 except subprocess.TimeoutExpired:
                     proc.kill()
 
-    # --- client calls ---------------------------------------------------------------------
-    def submit(self, session: requests.Session, **body: Any) -> dict[str, Any]:
-        answer = session.post(self.api + "/v1/jobs", json={"text": SENTENCE, "seed": 1} | body, timeout=30)
+
+class HttpClient:
+    """Talks to the API over HTTP, as a user would."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.api, self.session = stack.api, requests.Session()
+
+    def submit(self, **body: Any) -> dict[str, Any]:
+        answer = self.session.post(self.api + "/v1/jobs", json={"text": SENTENCE, "seed": 1} | body, timeout=30)
         answer.raise_for_status()
         return dict(answer.json())
 
-    def job(self, session: requests.Session, job_id: str) -> dict[str, Any]:
-        return dict(session.get(f"{self.api}/v1/jobs/{job_id}", timeout=30).json())
+    def job(self, job_id: str) -> dict[str, Any]:
+        return dict(self.session.get(f"{self.api}/v1/jobs/{job_id}", timeout=30).json())
+
+    def cancel(self, job_id: str) -> None:
+        self.session.delete(f"{self.api}/v1/jobs/{job_id}", timeout=30)
+
+    def download(self, job: dict[str, Any]) -> int:
+        answer = self.session.get(job["result"]["url"], timeout=60)
+        answer.raise_for_status()
+        return len(answer.content)
 
 
-def bench_idle_start(stack: Stack, count: int) -> dict[str, float]:
-    session, latencies = requests.Session(), []
+class DirectClient:
+    """Bypasses the API (``--worker-only``): writes the record and sends the task as the API does."""
+
+    def __init__(self, stack: Stack) -> None:
+        from celery import Celery
+
+        from worker.jobstore import JobStore
+        from worker.storage import LocalStorage
+
+        url = stack.env["ECHO_REDIS_URL"]
+        self.store, self.storage = JobStore.from_url(url), LocalStorage(Path(stack.env["ECHO_STORAGE_DIR"]))
+        self.celery = Celery("bench", broker=url, set_as_current=False)
+        self.celery.conf.update(task_serializer="json", accept_content=["json"])
+
+    def submit(self, **body: Any) -> dict[str, Any]:
+        from worker import contract
+
+        record, _ = self.store.create("bench", {})
+        request = contract.SynthesisRequest(**({"job_id": record.id, "text": SENTENCE, "seed": 1} | body))
+        self.celery.send_task(contract.SYNTHESIZE, kwargs=request.to_dict(), queue=contract.QUEUE_INTERACTIVE,
+                              task_id=record.id)
+        return {"id": record.id}
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        record = self.store.get(job_id)
+        assert record is not None
+        return {"status": record.status.value, "created_ts": record.created_ts, "started_ts": record.started_ts,
+                "result": record.result, "timings": record.timings, "error": record.error}
+
+    def cancel(self, job_id: str) -> None:
+        self.store.request_cancel(job_id)
+
+    def download(self, job: dict[str, Any]) -> int:
+        return len(self.storage.get_bytes(job["result"]["key"]))
+
+
+def bench_idle_start(client: Any, count: int) -> dict[str, float]:
+    latencies = []
     for _ in range(count):
-        job = stack.submit(session, overrides={"num_steps": 100})
-        running = wait(lambda j=job: (x := stack.job(session, j["id"]))["started_ts"] and x, 60, "start", 0.005)
+        job = client.submit(overrides={"num_steps": 100})
+        running = wait(lambda j=job: (x := client.job(j["id"]))["started_ts"] and x, 60, "start", 0.005)
         latencies.append(running["started_ts"] - running["created_ts"])
-        session.delete(f"{stack.api}/v1/jobs/{job['id']}", timeout=30)
-        wait(lambda j=job: stack.job(session, j["id"])["status"] == "canceled", 60, "cancel", 0.01)
+        client.cancel(job["id"])
+        wait(lambda j=job: client.job(j["id"])["status"] == "canceled", 60, "cancel", 0.01)
         time.sleep(0.2)  # the worker acks and goes back to waiting on the queue
     return {"p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99),
             "mean_ms": 1000 * statistics.fmean(latencies), "n": count}
 
 
 def bench_submits(stack: Stack, total: int, concurrency: int) -> dict[str, float]:
-    sessions = [requests.Session() for _ in range(concurrency)]
+    clients = [HttpClient(stack) for _ in range(concurrency)]
 
     def one(i: int) -> float:
         began = time.perf_counter()
-        stack.submit(sessions[i % concurrency], overrides={"num_steps": 2})
+        clients[i % concurrency].submit(overrides={"num_steps": 2})
         return time.perf_counter() - began
 
-    stack.submit(sessions[0])  # connection set-up outside the clock
+    clients[0].submit()  # connection set-up outside the clock
     began = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         latencies = list(pool.map(one, range(total)))
@@ -161,16 +230,16 @@ def bench_submits(stack: Stack, total: int, concurrency: int) -> dict[str, float
             "p99_ms": 1000 * percentile(latencies, 99), "n": total, "concurrency": concurrency}
 
 
-def bench_downloadable(stack: Stack, runs: int, steps: int | None) -> dict[str, float]:
-    session, times, rtfs = requests.Session(), [], []
+def bench_downloadable(client: Any, runs: int, steps: int | None, text: str = SENTENCE) -> dict[str, float]:
+    times, rtfs = [], []
     for seed in range(runs):
         began = time.perf_counter()
-        job = stack.submit(session, seed=seed, **({"overrides": {"num_steps": steps}} if steps else {}))
-        done = wait(lambda j=job: (x := stack.job(session, j["id"]))["status"] in ("succeeded", "failed") and x,
+        job = client.submit(text=text, seed=seed, **({"overrides": {"num_steps": steps}} if steps else {}))
+        done = wait(lambda j=job: (x := client.job(j["id"]))["status"] in ("succeeded", "failed") and x,
                     600, "a rendered job")
         if done["status"] != "succeeded":
             raise SystemExit(f"job failed: {done['error']}")
-        session.get(done["result"]["url"], timeout=60).raise_for_status()
+        client.download(done)
         times.append(time.perf_counter() - began)
         rtfs.append(done["timings"]["rtf"])
     return {"median_s": statistics.median(times), "min_s": min(times), "rtf_median": statistics.median(rtfs),
@@ -185,24 +254,29 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--fast-steps", type=int, default=4)
     parser.add_argument("--checkpoint", type=Path, default=None, help="tiny checkpoint dir (made when absent)")
+    parser.add_argument("--worker-only", action="store_true",
+                        help="no API and no S3: submit through Redis + Celery as the API does, local storage")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-service-"))
     checkpoint = args.checkpoint or workdir / "ckpt"
     if not (checkpoint / "echo-tts-base").exists():
         subprocess.run([PY, "-m", "echo_tts.testing", "make-checkpoint", str(checkpoint), "--size", "tiny"],
                        cwd=ROOT, check=True, capture_output=True)
-    stack = Stack(workdir, checkpoint)
+    stack = Stack(workdir, checkpoint, with_api=not args.worker_only)
+    results: dict[str, Any] = {}
     try:
-        submits = bench_submits(stack, args.submits, args.concurrency)
-        redis_url = stack.env["ECHO_REDIS_URL"]
-        subprocess.run(["redis-cli", "-u", redis_url, "FLUSHALL"], check=True, capture_output=True)
+        if not args.worker_only:
+            results["api_submits"] = bench_submits(stack, args.submits, args.concurrency)
+            import redis
+
+            redis.Redis.from_url(stack.env["ECHO_REDIS_URL"]).flushall()
         stack.start_worker()
-        results = {
-            "submit_to_start_idle_worker": bench_idle_start(stack, args.idle_jobs),
-            "api_submits": submits,
-            "submit_to_downloadable_default_steps": bench_downloadable(stack, args.runs, None),
-            "submit_to_downloadable_fast": bench_downloadable(stack, args.runs, args.fast_steps),
-        }
+        results["worker"] = {k: stack.worker_info.get(k) for k in ("device", "model_revision", "load_s")}
+        client = DirectClient(stack) if args.worker_only else HttpClient(stack)
+        results["submit_to_start_idle_worker"] = bench_idle_start(client, args.idle_jobs)
+        results["submit_to_downloadable_default_steps"] = bench_downloadable(client, args.runs, None)
+        results["submit_to_downloadable_fast"] = bench_downloadable(client, args.runs, args.fast_steps)
+        results["long_text_3600_chars_default_steps"] = bench_downloadable(client, 1, None, LONG_TEXT)
     finally:
         stack.close()
     print(json.dumps(results, indent=2))

@@ -1,0 +1,95 @@
+"""Worker settings, Celery configuration, the heartbeat and the latents cache (no model, no worker)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from worker import contract
+from worker.celery_app import celery_config
+from worker.engine import EngineNotReady, LatentsCache, get_engine
+from worker.heartbeat import Heartbeat
+from worker.jobstore import JobStore
+from worker.settings import SettingsError, WorkerSettings
+
+BASE = {"ECHO_REDIS_URL": "redis://127.0.0.1:6379/0"}
+
+
+def test_defaults_need_only_the_redis_url() -> None:
+    # Given only ECHO_REDIS_URL
+    settings = WorkerSettings.from_env(BASE)
+    # Then the rest has working defaults: local storage, both queues, limits in the right order
+    assert settings.storage.backend == "local" and settings.queues == contract.QUEUES
+    assert settings.soft_time_limit_s < settings.time_limit_s < settings.visibility_timeout_s
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "ECHO_REDIS_URL"),
+        ({"ECHO_REDIS_URL": "localhost:6379"}, "ECHO_REDIS_URL"),
+        ({"ECHO_DTYPE": "float8"}, "ECHO_DTYPE"),
+        ({"ECHO_DEVICE": "tpu"}, "ECHO_DEVICE"),
+        ({"ECHO_TASK_SOFT_TIME_LIMIT_S": "100", "ECHO_TASK_TIME_LIMIT_S": "50"}, "ECHO_TASK_TIME_LIMIT_S"),
+        ({"ECHO_TASK_TIME_LIMIT_S": "700", "ECHO_VISIBILITY_TIMEOUT_S": "600"}, "ECHO_VISIBILITY_TIMEOUT_S"),
+        ({"ECHO_WARMUP": "maybe"}, "ECHO_WARMUP"),
+        ({"ECHO_WORKER_QUEUES": " , "}, "ECHO_WORKER_QUEUES"),
+        ({"ECHO_LATENTS_CACHE_SIZE": "0"}, "ECHO_LATENTS_CACHE_SIZE"),
+    ],
+)
+def test_a_missing_or_malformed_setting_is_refused_naming_it(env: dict[str, str], named: str) -> None:
+    # Given a bad setting, When settings are read, Then the error names the variable
+    with pytest.raises(SettingsError, match=named):
+        WorkerSettings.from_env(({} if named == "ECHO_REDIS_URL" else BASE) | env)
+
+
+def test_celery_is_configured_for_long_gpu_tasks() -> None:
+    # Given settings with a 50 s hard limit and a 60 s visibility timeout
+    settings = WorkerSettings.from_env(BASE | {"ECHO_TASK_SOFT_TIME_LIMIT_S": "40", "ECHO_TASK_TIME_LIMIT_S": "50",
+                                               "ECHO_VISIBILITY_TIMEOUT_S": "60"})
+    # When the Celery configuration is built
+    conf = celery_config(settings)
+    # Then late acks, one prefetched task, JSON only, and the limits are in place
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"] and conf["worker_prefetch_multiplier"] == 1
+    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
+    assert conf["broker_transport_options"]["visibility_timeout"] == 60 > conf["task_time_limit"] == 50
+    assert conf["worker_proc_alive_timeout"] >= 600
+    # And each queue has its own exchange and routing key, so bulk work never lands on "tts"
+    queues = {q.name: (q.exchange.name, q.routing_key) for q in conf["task_queues"]}
+    assert queues == {contract.QUEUE_INTERACTIVE: ("tts", "tts"), contract.QUEUE_BULK: ("tts-bulk", "tts-bulk")}
+
+
+def test_the_heartbeat_announces_the_worker_with_a_ttl_and_removes_it_on_stop(redis_url: str) -> None:
+    # Given a heartbeat for a worker
+    store = JobStore.from_url(redis_url)
+    beat = Heartbeat(store, "w1@host", lambda: {"device": "cpu", "busy_job": None}, interval_s=0.05, ttl_s=5)
+    # When it starts
+    beat.start()
+    raw = redis.Redis.from_url(redis_url).get(contract.heartbeat_key("w1@host"))
+    ttl = redis.Redis.from_url(redis_url).ttl(contract.heartbeat_key("w1@host"))
+    # Then the API sees a live worker whose key expires on its own
+    assert raw is not None and json.loads(raw)["device"] == "cpu" and 0 < ttl <= 5
+    assert [w["name"] for w in store.live_workers()] == ["w1@host"]
+    # And after stop it is gone at once
+    beat.stop()
+    assert store.live_workers() == []
+
+
+def test_the_latents_cache_keeps_the_most_recently_used() -> None:
+    # Given a cache of two
+    cache = LatentsCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    # When "a" is used and a third arrives
+    assert cache.get("a") == 1
+    cache.put("c", 3)
+    # Then "b", the least recently used, was evicted
+    assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3 and len(cache) == 2
+
+
+def test_tasks_outside_a_loaded_worker_get_a_named_error() -> None:
+    # Given a process where worker_process_init never ran, Then the accessor says so
+    with pytest.raises(EngineNotReady):
+        get_engine()

@@ -51,8 +51,9 @@ def _check_limits(owner: str, body: JobCreate, upload: Upload | None) -> str | N
         raise APIError(413, "metadata_too_large", f"metadata is {size} bytes of JSON; the limit is "
                        f"ECHO_MAX_METADATA_BYTES={settings.max_metadata_bytes}",
                        {"limit": "ECHO_MAX_METADATA_BYTES", "field": "metadata"})
-    for problem in contract.sample_rate_errors(body.format, body.sample_rate) if body.sample_rate else []:
-        raise invalid("sample_rate", problem)
+    rate_problems = contract.sample_rate_errors(body.format, body.sample_rate) if body.sample_rate is not None else []
+    if rate_problems:
+        raise invalid("sample_rate", rate_problems[0])
     if body.voice and upload:
         raise invalid("voice", "give either voice or speaker_audio, not both")
     return voices_service.resolve(owner, body.voice).id if body.voice else None

@@ -81,6 +81,11 @@ def _output_format(args: argparse.Namespace) -> str:
     return fmt
 
 
+def _check_output_directory(path: Path) -> None:
+    if not path.resolve().parent.is_dir():
+        raise InvalidInput(f"output directory {str(path.parent)!r} does not exist")
+
+
 def _setup_torch(args: argparse.Namespace):
     import torch
 
@@ -114,6 +119,7 @@ def _synth(args: argparse.Namespace) -> str:
     from .text import split_text
 
     fmt = _output_format(args)
+    _check_output_directory(args.output)
     config = sampler_preset(args.preset)
     if args.steps is not None:
         config = config.replace(num_steps=args.steps)
@@ -145,6 +151,7 @@ def _encode_speaker(args: argparse.Namespace) -> str:
     from .weights import load_pca
 
     _setup_torch(args)
+    _check_output_directory(args.output)
     if not os.path.isfile(args.reference):
         raise InvalidInput(f"reference file {args.reference!r} does not exist")
     audio = load_audio(args.reference)

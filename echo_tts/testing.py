@@ -28,6 +28,8 @@ the autoencoder's output gain set so that the decoded audio has an RMS of about 
 from __future__ import annotations
 
 import argparse
+import copy
+import math
 import sys
 from pathlib import Path
 
@@ -154,12 +156,19 @@ def make_tiny_dit(config: EchoDiTConfig = TINY_DIT_CONFIG, *, seed: int = 0) -> 
 
 
 def make_tiny_pca(latent_dim: int, *, seed: int = 0) -> PCAState:
-    """Orthonormal columns (80, latent_dim), a small random mean and the published scale float32(1/18)."""
+    """Random components (80, latent_dim) with near-unit columns, a small random mean, and the
+    published scale float32(1/18). Only elementwise ops: the bytes do not depend on thread counts."""
     generator = torch.Generator().manual_seed(seed + 1)
-    basis, _ = torch.linalg.qr(torch.randn(LATENT_DIM, latent_dim, generator=generator))  # (80, latent_dim)
+    basis = torch.randn(LATENT_DIM, latent_dim, generator=generator) / LATENT_DIM**0.5  # (80, latent_dim)
     mean = 0.1 * torch.randn(latent_dim, generator=generator)
     scale = float(torch.tensor(1.0 / 18.0, dtype=torch.float32))
     return PCAState(pca_components=basis.contiguous(), pca_mean=mean, latent_scale=scale)
+
+
+def _quantized(ratio: float) -> float:
+    """``ratio`` rounded to 1/64 octave: float noise from thread-count-dependent reductions in the
+    calibration cannot change the written bytes (the calibration itself runs in float64)."""
+    return 2.0 ** (round(math.log2(max(ratio, 1e-6)) * 64) / 64)
 
 
 def make_tiny_autoencoder(config: AutoencoderConfig, pca: PCAState, *, seed: int = 0) -> FishS1DAC:
@@ -168,14 +177,17 @@ def make_tiny_autoencoder(config: AutoencoderConfig, pca: PCAState, *, seed: int
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 2)
         ae = FishS1DAC(config).eval().requires_grad_(False)
-        probe = torch.randn(1, 64, LATENT_DIM, generator=torch.Generator().manual_seed(seed + 3))
+    probe = torch.randn(1, 64, LATENT_DIM, generator=torch.Generator().manual_seed(seed + 3), dtype=torch.float64)
+    z_q = (probe / pca.latent_scale @ pca.pca_components.double() + pca.pca_mean.double()).transpose(1, 2)
     with torch.inference_mode():
-        first_gain = ae.decoder.model[0].conv.parametrizations["weight"].original0
-        first_gain.mul_(pca.latent_scale)  # z_q arrives ~18x larger than unit latents
-        last = ae.decoder.model[-2].conv.parametrizations["weight"].original0
+        ae.decoder.model[0].conv.parametrizations["weight"].original0.mul_(pca.latent_scale)  # z_q is ~18x larger
+        decoder = copy.deepcopy(ae.decoder).double()
+        quantizer = copy.deepcopy(ae.quantizer).double()
         for _ in range(3):  # tanh output: a few proportional corrections converge
-            rms = float(ae.decode_zq(pca.decode(probe)).float().pow(2).mean().sqrt())
-            last.mul_(_TARGET_RMS / max(rms, 1e-6))
+            rms = float(decoder(quantizer.decode(z_q)).pow(2).mean().sqrt())
+            factor = _quantized(_TARGET_RMS / rms)
+            for gain in (decoder, ae.decoder):
+                gain.model[-2].conv.parametrizations["weight"].original0.mul_(factor)
     return ae
 
 

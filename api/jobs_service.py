@@ -11,8 +11,9 @@ import secrets
 from typing import Any
 
 import redis
-from flask import Response, redirect, request, send_file, url_for
+from flask import redirect, request, send_file, url_for
 from kombu.exceptions import OperationalError
+from werkzeug.wrappers import Response
 
 from api import voices_service
 from api.errors import APIError, invalid, not_found
@@ -145,7 +146,7 @@ def get_owned(owner: str, job_id: str) -> JobRecord:
 
 
 def list_owned(owner: str) -> dict[str, Any]:
-    raw = {"limit": request.args.get("limit", "20"), "cursor": request.args.get("cursor")}
+    raw: dict[str, Any] = {"limit": request.args.get("limit", "20"), "cursor": request.args.get("cursor")}
     if request.args.get("status"):
         raw["status"] = [s for s in request.args.get("status", "").split(",") if s]
     query = JobListQuery.model_validate({k: v for k, v in raw.items() if v is not None})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
+from werkzeug.wrappers import Response as RawResponse
 
 from api import jobs_service
 from api.auth import authenticate, current_owner
@@ -39,5 +40,5 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
 
 
 @bp.get("/<job_id>/audio")
-def audio(job_id: str) -> Response:
+def audio(job_id: str) -> RawResponse:
     return jobs_service.audio_response(current_owner(), job_id)

@@ -6,16 +6,22 @@ settings (text length, upload size, metadata size) are checked in the services a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from worker import contract
 
-Format = Literal[tuple(contract.OUTPUT_FORMATS)]  # type: ignore[valid-type]
-Preset = Literal[contract.PRESET_NAMES]  # type: ignore[valid-type]
-Status = Literal[tuple(s.value for s in contract.JobState)]  # type: ignore[valid-type]
-VoiceStatus = Literal[tuple(s.value for s in contract.VoiceState)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # the literals below are built from the contract at run time
+    Format: TypeAlias = str
+    Preset: TypeAlias = str
+    Status: TypeAlias = str
+    VoiceStatus: TypeAlias = str
+else:
+    Format = Literal[tuple(contract.OUTPUT_FORMATS)]
+    Preset = Literal[contract.PRESET_NAMES]
+    Status = Literal[tuple(s.value for s in contract.JobState)]
+    VoiceStatus = Literal[tuple(s.value for s in contract.VoiceState)]
 
 
 def _override_field(bound: contract.OverrideBound) -> tuple[Any, Any]:
@@ -31,8 +37,11 @@ class _Strict(BaseModel):
 
 
 # Sampler overrides, one optional field per contract.OVERRIDE_BOUNDS entry, bounds included.
-Overrides: type[BaseModel] = create_model(  # type: ignore[call-overload]
-    "Overrides", __base__=_Strict, **{name: _override_field(b) for name, b in contract.OVERRIDE_BOUNDS.items()})
+if TYPE_CHECKING:
+    Overrides = _Strict
+else:
+    Overrides = create_model(
+        "Overrides", __base__=_Strict, **{name: _override_field(b) for name, b in contract.OVERRIDE_BOUNDS.items()})
 
 
 class JobCreate(_Strict):
@@ -42,7 +51,7 @@ class JobCreate(_Strict):
                                                  "sentence boundaries and stitched (limit: ECHO_MAX_TEXT_CHARS)")
     voice: str | None = Field(None, max_length=128, description="A stored voice id (GET /v1/voices)")
     preset: Preset = Field(contract.DEFAULT_PRESET, description="An upstream sampler preset")
-    overrides: Overrides = Field(default_factory=Overrides, description="Bounded sampler overrides")  # type: ignore[valid-type]
+    overrides: Overrides = Field(default_factory=Overrides, description="Bounded sampler overrides")
     seed: int | None = Field(None, ge=0, lt=2**63, description="Recorded; random when absent")
     format: Format = Field(contract.DEFAULT_FORMAT, description="Output audio format")
     sample_rate: int | None = Field(None, ge=contract.MIN_OUTPUT_SAMPLE_RATE, le=contract.MAX_OUTPUT_SAMPLE_RATE,

@@ -142,7 +142,8 @@ class JobStore:
 
     def __init__(self, client: redis.Redis, *, prefix: str = "echo", job_ttl_s: int = DEFAULT_JOB_TTL_S,
                  clock: Callable[[], float] = time.time) -> None:
-        self.r, self.prefix, self.ttl, self.clock = client, prefix, int(job_ttl_s), clock
+        self.r: Any = client  # redis-py's stubs ignore decode_responses: values are str here
+        self.prefix, self.ttl, self.clock = prefix, int(job_ttl_s), clock
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._progress = client.register_script(_PROGRESS)
@@ -188,7 +189,7 @@ class JobStore:
         return JobRecord.from_hash(h)
 
     def list_jobs(self, owner: str, *, status: Iterable[JobState] | None = None, limit: int = 20,
-             cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+                  cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
         """Newest first; returns ``(records, next_cursor)``; ``next_cursor`` is None on the last page."""
         wanted = set(status) if status else None
         index = self._index_key(owner)
@@ -296,7 +297,7 @@ class JobStore:
 
     def is_cancel_requested(self, job_id: str) -> bool:
         status, flag = self.r.hmget(self._job_key(job_id), "status", "cancel_requested")
-        return flag == "1" or status == JobState.CANCELED.value
+        return bool(flag == "1" or status == JobState.CANCELED.value)
 
     # -- heartbeats ------------------------------------------------------------------------------
     def heartbeat(self, name: str, info: dict[str, Any] | None = None, *, ttl_s: int = HEARTBEAT_TTL_S) -> None:

@@ -80,7 +80,8 @@ class VoiceStore:
     """Voice records; ``client`` must use ``decode_responses=True``."""
 
     def __init__(self, client: redis.Redis, *, prefix: str = "echo", clock: Callable[[], float] = time.time) -> None:
-        self.r, self.prefix, self.clock = client, prefix, clock
+        self.r: Any = client  # redis-py's stubs ignore decode_responses: values are str here
+        self.prefix, self.clock = prefix, clock
         self._register = client.register_script(_REGISTER)
         self._update = client.register_script(_UPDATE)
 

@@ -6,7 +6,7 @@ Everything here starts real processes or servers; in-memory doubles live in the 
 - ``s3_endpoint`` / ``storage_settings``: moto's ThreadedMotoServer on 127.0.0.1, one fresh
   bucket per test.
 - ``tiny_checkpoint``: ``python -m echo_tts.testing make-checkpoint DIR --size tiny`` once per
-  session (skips while the model library has not landed).
+  session (the real CLI; a failure fails the tests that need it).
 - ``service_env``: the environment a worker or API process needs for the above.
 - ``start_worker``: starts ``python -m worker`` with that environment, waits for its heartbeat,
   and stops it (SIGTERM, then SIGKILL) at teardown.
@@ -14,47 +14,28 @@ Everything here starts real processes or servers; in-memory doubles live in the 
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis
+from service_helpers import (
+    PYTHON,
+    ROOT,
+    S3_CREDENTIALS,
+    ApiProcess,
+    WorkerProcess,
+    free_port,
+    heartbeat,
+    process_env,
+    wait_for,
+)
 
-from worker import contract
 from worker.settings import StorageSettings
-
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(check: Callable[[], object], *, timeout: float, what: str, interval: float = 0.05) -> object:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -101,9 +82,6 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
 @pytest.fixture
 def s3_bucket() -> str:
     return f"echo-test-{uuid.uuid4().hex[:12]}"
@@ -117,11 +95,6 @@ def storage_settings(s3_endpoint: str, s3_bucket: str) -> StorageSettings:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        for module in ("echo_tts.pipeline", "echo_tts.testing"):
-            importlib.import_module(module)
-    except ImportError as exc:
-        pytest.skip(f"the model library has not landed yet ({exc})")
     target = tmp_path_factory.mktemp("checkpoint")
     done = subprocess.run(
         [PYTHON, "-m", "echo_tts.testing", "make-checkpoint", str(target), "--size", "tiny"],
@@ -152,63 +125,6 @@ def service_env(redis_url: str, s3_endpoint: str, s3_bucket: str, tiny_checkpoin
     }
 
 
-def process_env(settings: dict[str, str]) -> dict[str, str]:
-    """A clean child environment: PATH and friends, no ECHO_/AWS_ leakage, plus ``settings``."""
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("ECHO_", "AWS_", "HF_"))}
-    keep["PYTHONUNBUFFERED"] = "1"
-    keep.setdefault("HF_HUB_OFFLINE", "1")
-    return keep | settings
-
-
-def submit_task(redis_url: str, name: str, kwargs: dict, *, queue: str = contract.QUEUE_INTERACTIVE,
-                task_id: str | None = None) -> None:
-    """Send a task by name as the API does (a producer-only Celery app, JSON)."""
-    from celery import Celery
-
-    client = Celery("test-producer", broker=redis_url, set_as_current=False)
-    client.conf.update(task_serializer="json", accept_content=["json"])
-    try:
-        client.send_task(name, kwargs=kwargs, queue=queue, task_id=task_id)
-    finally:
-        client.close()
-
-
-@dataclass
-class WorkerProcess:
-    """A running ``python -m worker`` subprocess and its log file."""
-
-    proc: subprocess.Popen[bytes]
-    log: Path
-    name: str
-    redis_url: str
-    stopped: bool = field(default=False)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL: no warm shutdown, nothing acked, nothing restored by the worker itself."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.stopped = True
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.stopped = True
-        return int(self.proc.returncode)
-
-
-def heartbeat(redis_url: str, name: str) -> dict | None:
-    raw = redis.Redis.from_url(redis_url).get(contract.heartbeat_key(name))
-    return json.loads(raw) if raw else None
-
-
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
@@ -236,15 +152,6 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     for worker in started:
         if not worker.stopped:
             worker.stop()
-
-
-@dataclass
-class ApiProcess:
-    """A running ``python -m api --bind 127.0.0.1:PORT`` (gunicorn) and its base URL."""
-
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import requests
 import soundfile as sf
+from service_helpers import ApiProcess, wait_for
 
-from tests.service.conftest import ApiProcess, wait_for
 from worker.contract import OUTPUT_FORMATS, TERMINAL_STATES
 from worker.settings import StorageSettings
 from worker.storage import S3Storage

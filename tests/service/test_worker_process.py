@@ -7,8 +7,8 @@ import subprocess
 import time
 
 import pytest
+from service_helpers import PYTHON, ROOT, heartbeat, process_env, submit_task, wait_for
 
-from tests.service.conftest import PYTHON, ROOT, heartbeat, process_env, submit_task, wait_for
 from worker import contract
 from worker.contract import JobState, SynthesisRequest
 from worker.jobstore import JobRecord, JobStore

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -115,9 +116,16 @@ def _render_to_spool(engine: Engine, request: SynthesisRequest) -> dict[str, Any
     }
     timings = {"model_s": round(model_done - started, 4), "encode_s": round(time.monotonic() - model_done, 4)}
     spool.mkdir(parents=True, exist_ok=True)
-    (spool / "audio").write_bytes(data)
-    described.write_text(json.dumps({"result": result, "timings": timings}))
+    _write_atomic(spool / "audio", data)  # audio first: result.json marks a complete spool
+    _write_atomic(described, json.dumps({"result": result, "timings": timings}).encode())
     return {"result": result, "timings": timings}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """A worker killed mid-write leaves a temporary file, never a truncated one under ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _upload(engine: Engine, request: SynthesisRequest, described: dict[str, Any]) -> None:

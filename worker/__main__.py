@@ -8,6 +8,7 @@ a missing or malformed one stops the process with a message naming it (exit stat
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .settings import SettingsError, WorkerSettings
@@ -17,7 +18,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__.split("\n\n")[1])
     parser.add_argument("--queues", "-Q", help="comma-separated queues (default: ECHO_WORKER_QUEUES or tts,tts-bulk)")
     parser.add_argument("--loglevel", "-l", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
-    parser.add_argument("--hostname", "-n", default=None, help="worker name (default: celery's echo@%%h)")
+    parser.add_argument("--hostname", "-n", default=None, help="worker name (default: echo-PID@HOST)")
     return parser.parse_args(argv)
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_celery(settings)
     queues = args.queues or ",".join(settings.queues)
     argv_worker = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", f"--loglevel={args.loglevel}",
-                   "--without-mingle", "--without-gossip", f"--hostname={args.hostname or 'echo@%h'}"]
+                   "--without-mingle", "--without-gossip", f"--hostname={args.hostname or f'echo-{os.getpid()}@%h'}"]
     app.worker_main(argv_worker)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Writes ``{name, ts, pid, …info()}`` with a TTL every ``interval_s``; removes it on stop."""
+    """Writes ``{name, ts, pid, host, …info()}`` with a TTL every ``interval_s``; removes it on stop."""
 
     def __init__(self, jobs: JobStore, name: str, info: Callable[[], dict[str, Any]], *,
                  interval_s: float = HEARTBEAT_INTERVAL_S, ttl_s: int = HEARTBEAT_TTL_S) -> None:
@@ -27,7 +28,8 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
 
     def beat(self) -> None:
-        self.jobs.heartbeat(self.name, {"pid": os.getpid(), **self.info()}, ttl_s=self.ttl_s)
+        body = {"pid": os.getpid(), "host": socket.gethostname(), **self.info()}
+        self.jobs.heartbeat(self.name, body, ttl_s=self.ttl_s)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -193,3 +193,19 @@ def test_the_model_revision_is_stable_and_names_the_weights(checkpoint, pipe, tm
     assert other.model_revision != pipe.model_revision and len(pipe.model_revision) == 32
     # And the default dtype is bfloat16 for the DiT, as upstream
     assert other.model.dtype == torch.bfloat16 and as_dtype("bf16") == torch.bfloat16
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_pipeline_renders_on_cuda_in_bfloat16_like_on_the_cpu(checkpoint, rendered):
+    # Given the tiny checkpoint loaded on CUDA with the default bfloat16 DiT
+    gpu = Pipeline.from_pretrained(checkpoint / "echo-tts-base", checkpoint / "fish-s1-dac-min", device="cuda")
+    # When a voice encodes from a CUDA tensor and a sentence renders with it, twice
+    voice = gpu.encode_speaker(torch.from_numpy(rendered.samples)[None].cuda())
+    first = gpu.synthesize(SENTENCE, voice, FAST, seed=4)
+    second = gpu.synthesize(SENTENCE, voice, FAST, seed=4)
+    # Then the audio comes back on the host, cropped, finite, and reproducible
+    assert isinstance(first.samples, np.ndarray) and np.isfinite(first.samples).all()
+    assert 0 < first.metadata["num_latents"] < 640
+    assert first.samples.shape[0] == first.metadata["num_latents"] * AE_DOWNSAMPLE_FACTOR
+    assert np.array_equal(first.samples, second.samples)

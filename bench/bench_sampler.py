@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     cond = encode_conditioning(model, text, speaker, speaker_mask)
     sample(model, cond, sampler.replace(num_steps=2), seeds=seeds)  # warm-up: kernels, allocator
     best = min(_timed(lambda: sample(model, cond, sampler, seeds=seeds), device) for _ in range(args.repeats))
+    graphs = _cuda_graphs_side_by_side(model, cond, sampler, seeds, args.repeats) if device.type == "cuda" else {}
 
     cfg_steps = sum(cfg_active(t, sampler) for t in timestep_schedule(args.steps)[:-1])
     audio_s = args.frames * AE_DOWNSAMPLE_FACTOR / SAMPLE_RATE
@@ -133,6 +134,25 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds_per_step": round(best / args.steps, 5),
         "audio_seconds_per_item": round(audio_s, 3),
         "realtime_factor": round(audio_s * args.batch / best, 3),
+        **graphs,
+    }
+
+
+def _cuda_graphs_side_by_side(model, cond, sampler, seeds, repeats: int) -> dict:
+    """The same call replayed from CUDA graphs, timed in the same run, plus whether the latents
+    match the eager ones bit for bit and the peak memory of a graphed call."""
+    device = model.device
+    eager = sample(model, cond, sampler, seeds=seeds)
+    torch.cuda.reset_peak_memory_stats(device)
+    graphed = sample(model, cond, sampler, seeds=seeds, cuda_graphs=True)
+    peak = torch.cuda.max_memory_allocated(device)
+    best = min(
+        _timed(lambda: sample(model, cond, sampler, seeds=seeds, cuda_graphs=True), device) for _ in range(repeats)
+    )
+    return {
+        "cuda_graphs_seconds_per_call": round(best, 4),
+        "cuda_graphs_latents_bit_equal": bool(torch.equal(eager, graphed)),
+        "cuda_graphs_peak_memory_gib": round(peak / 2**30, 2),
     }
 
 

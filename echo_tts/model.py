@@ -251,6 +251,21 @@ class EchoDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(c, blockwise=blockwise) for _ in range(c.num_layers))
         self.out_norm = RMSNorm(c.model_size, c.norm_eps)
         self.out_proj = nn.Linear(c.model_size, c.latent_size, bias=True)
+        self._rope_memo: torch.Tensor | None = None  # device copy of the DiT RoPE table (not state)
+
+    def rope_rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows start..stop-1 of the DiT RoPE table (stop - start, Dh/2) complex64, on the model device.
+
+        Each row depends only on its position, so one table built on the CPU exactly as
+        :func:`rope_frequencies` does (and as upstream does at every call) and kept on the device
+        gives the same values without a host-to-device copy per call — which also lets a CUDA
+        graph capture the forward.
+        """
+        memo = self._rope_memo
+        if memo is None or memo.shape[0] < stop or memo.device != self.device:
+            memo = rope_frequencies(max(stop, 1024), self.config.head_dim).to(self.device)  # built on CPU
+            self._rope_memo = memo
+        return memo[start:stop]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -314,7 +329,7 @@ class EchoDiT(nn.Module):
         t = t.to(device, self.dtype)  # (B,) rounded to the model dtype before embedding
         emb = timestep_embedding(t, self.config.timestep_embed_size).to(self.dtype)  # (B, 512)
         cond = self.cond_module(emb)[:, None, :]  # (B, 1, 3D)
-        freqs = rope_frequencies(start_pos + S, self.config.head_dim)[start_pos:].to(device)  # (S, Dh/2), CPU-built
+        freqs = self.rope_rows(start_pos, start_pos + S)  # (S, Dh/2)
 
         num_latent = latent_kv[0][0].shape[1] if latent_kv else 0
         latent_mask = (torch.arange(num_latent, device=device) * LATENT_PREFIX_STRIDE < start_pos).expand(B, -1)

@@ -118,8 +118,17 @@ class Pipeline:
     loaded parts (tests). Every public method runs under ``torch.inference_mode``.
     """
 
-    def __init__(self, model: EchoDiT, autoencoder: FishS1DAC, pca: PCAState, *, model_revision: str = "unknown"):
+    def __init__(
+        self,
+        model: EchoDiT,
+        autoencoder: FishS1DAC,
+        pca: PCAState,
+        *,
+        model_revision: str = "unknown",
+        cuda_graphs: bool = True,
+    ):
         self.model = model
+        self.cuda_graphs = cuda_graphs  # replay sampler steps from CUDA graphs (CUDA only; same latents)
         self.autoencoder = autoencoder
         self.pca = pca.to(model.device)
         self.model_revision = model_revision
@@ -136,11 +145,14 @@ class Pipeline:
         token: str | None = None,
         keep_blockwise: bool = False,
         compile: bool = False,
+        cuda_graphs: bool = True,
     ) -> Pipeline:
         """Load the DiT (without the blockwise-only tensors unless ``keep_blockwise``), the PCA and the AE.
 
         ``model_repo``/``ae_repo``: a Hugging Face repo id or a directory with the published files.
         ``compile=True`` wraps the DiT forward in ``torch.compile`` (worth it on GPUs only).
+        ``cuda_graphs`` (on by default, CUDA only) replays each sampler step from a CUDA graph:
+        bit-identical latents without the Python launch cost; it is off when ``compile`` is on.
         Raises :class:`~echo_tts.errors.WeightsError` subclasses naming the missing/mismatched file.
         """
         model_repo, ae_repo = os.fspath(model_repo), os.fspath(ae_repo)
@@ -151,7 +163,8 @@ class Pipeline:
         autoencoder = load_autoencoder(ae_repo, device=device, dtype=as_dtype(ae_dtype), token=token)
         if compile:
             model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
-        return cls(model, autoencoder, pca, model_revision=_weights_revision(model_repo, ae_repo, token))
+        revision = _weights_revision(model_repo, ae_repo, token)
+        return cls(model, autoencoder, pca, model_revision=revision, cuda_graphs=cuda_graphs and not compile)
 
     @property
     def device(self) -> torch.device:
@@ -236,7 +249,15 @@ class Pipeline:
         batch = encode_texts(texts).to(self.device)
         latents_in, mask = batch_speakers([s if s is not None else empty_speaker() for s in speakers])
         cond = encode_conditioning(self.model, batch, latents_in.to(self.device), mask.to(self.device))
-        latents = sample(self.model, cond, cfg, seeds=seeds, progress=progress, should_cancel=should_cancel)
+        latents = sample(
+            self.model,
+            cond,
+            cfg,
+            seeds=seeds,
+            progress=progress,
+            should_cancel=should_cancel,
+            cuda_graphs=self.cuda_graphs,
+        )
         points = [int(find_flattening_point(latents[i])) for i in range(len(texts))]
         waves = self._decode(latents, max(points))  # (B, 2048 * max(points)) float32
         settings = dataclasses.asdict(cfg)

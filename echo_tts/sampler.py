@@ -18,6 +18,7 @@ import torch
 
 from .config import LATENT_DIM, SPEAKER_PATCH_SIZE, SamplerConfig
 from .errors import Cancelled, InvalidInput, InvalidSamplerConfig
+from .graphs import Forward, make_forward
 from .text import TextBatch
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # one (K, V) pair per DiT layer, (B, N, H, Dh)
@@ -162,8 +163,8 @@ class _Caches:
     """The conditional caches, the 3-way CFG caches built from them, optional blockwise latent
     caches, and the force-speaker scaling of the (private copies of the) speaker K/V."""
 
-    def __init__(self, cond: Conditioning, config: SamplerConfig, needs_cfg: bool) -> None:
-        self.config, self.needs_cfg = config, needs_cfg
+    def __init__(self, cond: Conditioning, config: SamplerConfig, needs_cfg: bool, forward: Forward) -> None:
+        self.config, self.needs_cfg, self.forward = config, needs_cfg, forward
         speaker_kv = list(cond.speaker_kv)
         if config.speaker_kv_scale is not None:
             if config.speaker_kv_max_layers is not None and config.speaker_kv_max_layers < 0:
@@ -178,8 +179,15 @@ class _Caches:
 
     def scale_speaker(self, factor: float) -> None:
         scale_speaker_kv_(self.cond.speaker_kv, factor, self.config.speaker_kv_max_layers)
-        if self.needs_cfg:
+        if not self.needs_cfg:
+            return
+        if self.cfg is None:
             self.cfg = cfg_conditioning(self.cond)
+            return
+        # rebuild the 3-way speaker K/V in place: a captured CUDA graph keeps reading this storage
+        for (k3, v3), (k, v) in zip(self.cfg.speaker_kv, self.cond.speaker_kv, strict=True):
+            k3.copy_(torch.cat([k, k, k], dim=0))
+            v3.copy_(torch.cat([v, v, v], dim=0))
 
     def encode_prefix(self, model, buffer: torch.Tensor) -> None:
         """Latent caches of the whole buffer (B, P+sum, 80): 3 stacked copies when CFG is used."""
@@ -196,7 +204,7 @@ def _velocity(model, x: torch.Tensor, t: torch.Tensor, use_cfg: bool, caches: _C
     assert cond is not None, "CFG caches exist whenever a step is in the CFG window"
     x_in = torch.cat([x, x, x], dim=0) if use_cfg else x  # (3B or B, S, 80) float32
     rows = x_in.shape[0]
-    v = model(
+    v = caches.forward(
         x_in.to(model.dtype),
         (torch.ones((rows,), device=x.device) * t).to(model.dtype),  # (rows,)
         text_kv=cond.text_kv,
@@ -246,12 +254,12 @@ def _denoise(model, x: torch.Tensor, caches: _Caches, run: _Run, start_pos: int)
     return x
 
 
-def _start(model, cond: Conditioning, config: SamplerConfig, blocks: int, progress, should_cancel):
+def _start(model, cond: Conditioning, config: SamplerConfig, blocks: int, progress, should_cancel, forward):
     schedule = timestep_schedule(config.num_steps, model.device)
     schedule_cpu = schedule.cpu()
     needs_cfg = any(cfg_active(t, config) for t in schedule_cpu[:-1])
     run = _Run(schedule, schedule_cpu, blocks * config.num_steps, progress, should_cancel)
-    return _Caches(cond, config, needs_cfg), run
+    return _Caches(cond, config, needs_cfg, forward), run
 
 
 @torch.inference_mode()
@@ -263,6 +271,7 @@ def sample(
     seeds: Seeds,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
+    cuda_graphs: bool = False,
 ) -> torch.Tensor:
     """Generate (B, config.sequence_length, 80) float32 latents (spec §6).
 
@@ -270,9 +279,12 @@ def sample(
     or in a batch; a single int instead uses one generator for the whole batch like upstream's
     ``rng_seed`` (identical for B = 1). ``progress(step, total)`` runs after every step;
     ``should_cancel()`` is asked before every step and True raises ``Cancelled``.
+    ``cuda_graphs=True`` (CUDA models only; ignored elsewhere) replays each forward shape from a
+    captured CUDA graph: bit-identical latents, without the per-kernel launch cost.
     """
     noise = _Noise(seeds, cond.batch_size, model.device, config.truncation_factor)
-    caches, run = _start(model, cond, config, 1, progress, should_cancel)
+    forward = make_forward(model, cuda_graphs=cuda_graphs)
+    caches, run = _start(model, cond, config, 1, progress, should_cancel, forward)
     x = noise.draw(config.sequence_length)  # (B, S, 80) float32
     if config.speaker_kv_scale is not None:
         caches.scale_speaker(config.speaker_kv_scale)
@@ -309,7 +321,7 @@ def sample_blockwise(
     if total % SPEAKER_PATCH_SIZE:
         raise InvalidInput(f"continuation + blocks = {total} latents; the total must be a multiple of 4")
     noise = _Noise(seeds, batch, device, config.truncation_factor)
-    caches, run = _start(model, cond, config, len(block_sizes), progress, should_cancel)
+    caches, run = _start(model, cond, config, len(block_sizes), progress, should_cancel, model)
     buffer = torch.zeros((batch, total, LATENT_DIM), device=device, dtype=torch.float32)  # (B, P+sum, 80)
     buffer[:, : prefix.shape[1]] = prefix.to(device=device, dtype=torch.float32)
     start_pos = prefix.shape[1]

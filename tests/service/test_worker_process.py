@@ -82,7 +82,8 @@ def test_a_job_canceled_while_running_stops_and_the_worker_takes_the_next(servic
     # Given a worker rendering a long job
     start_worker(service_env)
     store = JobStore.from_url(service_env["ECHO_REDIS_URL"])
-    slow = _job(store, overrides={"num_steps": 100})
+    # (long text: several batches of 100-step pieces, so it cannot finish before the cancel lands)
+    slow = _job(store, text="This sentence keeps the worker busy for a while. " * 60, overrides={"num_steps": 100})
     wait_for(lambda: (r := store.get(slow.job_id)) and r.progress.step >= 1, timeout=120, what="the first step")
     # When the client cancels it
     began = time.monotonic()

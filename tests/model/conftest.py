@@ -1,4 +1,5 @@
-"""Tiny EchoDiT fixtures shared by the model, weights, sampler and pipeline tests."""
+"""Tiny EchoDiT fixtures shared by the model, weights, sampler and pipeline tests, and the tiny
+speech-like checkpoint (``echo_tts.testing.make_checkpoint``) with a float32 Pipeline on it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 from echo_tts.config import AE_LATENT_DIM, LATENT_DIM, EchoDiTConfig
 from echo_tts.model import EchoDiT
 from echo_tts.pca import PCAState
+from echo_tts.pipeline import Pipeline
+from echo_tts.testing import make_checkpoint
 from echo_tts.weights import save_echo_dit, save_pca
 
 TINY_DIT_SEED = 1234
@@ -75,3 +78,24 @@ def tiny_checkpoint_dir(tmp_path: Path, tiny_dit: EchoDiT, tiny_pca: PCAState) -
     save_echo_dit(tiny_dit, directory)
     save_pca(tiny_pca, directory)
     return directory
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: on a small shared CPU, OpenMP threads of several processes fight (10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint of seed 0 (``echo-tts-base/`` and ``fish-s1-dac-min/``); tests only read it."""
+    return make_checkpoint(tmp_path_factory.mktemp("tiny"), size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def pipe(checkpoint: Path) -> Pipeline:
+    """A float32 Pipeline on :func:`checkpoint`; it holds no state between calls, so one serves all tests."""
+    return Pipeline.from_pretrained(checkpoint / "echo-tts-base", checkpoint / "fish-s1-dac-min", dtype="float32")

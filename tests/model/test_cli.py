@@ -11,12 +11,6 @@ import pytest
 from echo_tts.audio import load_audio
 from echo_tts.config import SAMPLER_PRESETS
 from echo_tts.speaker import SpeakerLatents
-from echo_tts.testing import make_checkpoint
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("tiny"), size="tiny", seed=0)
 
 
 def echo_tts(*args: str | Path, checkpoint: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import av
 import numpy as np
@@ -24,23 +23,7 @@ SENTENCE = "Hello there, this is a short test sentence."
 FAST = sampler_preset(DEFAULT_PRESET).replace(num_steps=8)  # same code path, fewer steps
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a small shared CPU, OpenMP threads of several processes fight (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("tiny"), size="tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
-def pipe(checkpoint: Path) -> Pipeline:
-    return Pipeline.from_pretrained(checkpoint / "echo-tts-base", checkpoint / "fish-s1-dac-min", dtype="float32")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

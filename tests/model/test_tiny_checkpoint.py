@@ -12,7 +12,6 @@ from pathlib import Path
 import huggingface_hub.constants
 import numpy as np
 import pytest
-import torch
 
 from echo_tts.config import TINY_AUTOENCODER_CONFIG
 from echo_tts.pipeline import Pipeline
@@ -25,23 +24,7 @@ LAYOUT = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a small shared CPU, OpenMP threads of several processes fight (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("tiny"), size="tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
-def pipe(checkpoint: Path) -> Pipeline:
-    return Pipeline.from_pretrained(checkpoint / "echo-tts-base", checkpoint / "fish-s1-dac-min", dtype="float32")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _digests(root: Path) -> dict[str, str]:

@@ -13,29 +13,16 @@ import torch
 import echo_tts
 from echo_tts import upstream
 from echo_tts.config import SAMPLE_RATE, sampler_preset
-from echo_tts.pipeline import Pipeline
 from echo_tts.sampler import encode_conditioning, sample
 from echo_tts.sampler import find_flattening_point as clean_flattening_point
 from echo_tts.speaker import batch_speakers, empty_speaker
-from echo_tts.testing import make_checkpoint
 from echo_tts.text import encode_texts
 
 TEXT = "Upstream code should run unchanged."
 PRESET = "Independent-High-Speaker-CFG-Flat"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a small shared CPU, OpenMP threads of several processes fight (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("tiny"), size="tiny", seed=0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +31,6 @@ def parts(checkpoint: Path):
     fish_ae = upstream.load_fish_ae_from_hf(str(checkpoint / "fish-s1-dac-min"), device="cpu")
     pca_state = upstream.load_pca_state_from_hf(str(checkpoint / "echo-tts-base"), device="cpu")
     return model, fish_ae, pca_state
-
-
-@pytest.fixture(scope="module")
-def pipe(checkpoint: Path) -> Pipeline:
-    return Pipeline.from_pretrained(checkpoint / "echo-tts-base", checkpoint / "fish-s1-dac-min", dtype="float32")
 
 
 def _sample_fn(preset: str = PRESET, **overrides):

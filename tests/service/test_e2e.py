@@ -102,7 +102,8 @@ def test_a_job_canceled_while_queued_never_renders_and_one_canceled_while_runnin
     assert first.json()["status"] == second.json()["status"] == "canceled"
     # Given a worker that now renders a long job
     start_worker(service_env)
-    running = submit(api, overrides={"num_steps": 100})
+    # (long text: several 100-step pieces, so it cannot finish before the cancel lands)
+    running = submit(api, text="This sentence keeps the worker busy for a while. " * 60, overrides={"num_steps": 100})
     wait_for(lambda: get(api, running["id"])["progress"]["step"] >= 1, timeout=120, what="the first step")
     # When that one is canceled
     assert requests.delete(f"{api.url}/v1/jobs/{running['id']}", timeout=10).status_code in (200, 202)
@@ -115,12 +116,13 @@ def test_a_job_canceled_while_queued_never_renders_and_one_canceled_while_runnin
 
 def test_a_worker_killed_mid_render_loses_nothing_and_the_job_succeeds_once(service_env: dict, start_worker,
                                                                             start_api) -> None:
-    # Given time limits that let a 20-step render finish, and a visibility timeout just above them
+    # Given time limits that let a few-second render finish, and a visibility timeout just above them
     env = service_env | {"ECHO_TASK_SOFT_TIME_LIMIT_S": "40", "ECHO_TASK_TIME_LIMIT_S": "45",
                          "ECHO_VISIBILITY_TIMEOUT_S": "50"}
     api = start_api(env)
     doomed = start_worker(env)
-    job = submit(api, overrides={"num_steps": 20})
+    # (100 steps: seconds of work, so the kill lands mid-render)
+    job = submit(api, overrides={"num_steps": 100})
     wait_for(lambda: get(api, job["id"])["progress"]["step"] >= 1, timeout=120, what="the first step")
     # When the worker is killed with SIGKILL mid-render, and a new worker starts
     doomed.kill()

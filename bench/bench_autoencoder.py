@@ -10,40 +10,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
+from _common import DTYPES, device_name, synchronize
 
 from echo_tts.autoencoder import FishS1DAC
 from echo_tts.config import AUTOENCODER_PRESETS, SAMPLE_RATE
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _timed(fn, device: torch.device, repeats: int) -> tuple[float, float]:
     """Best (wall, process CPU) time of ``repeats`` calls, in seconds."""
     best, cpu = float("inf"), float("inf")
     for _ in range(repeats):
-        _synchronize(device)
+        synchronize(device)
         start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        _synchronize(device)
+        synchronize(device)
         best, cpu = min(best, time.perf_counter() - start), min(cpu, time.process_time() - start_cpu)
     return best, cpu
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
 
 
 def bench_dtype(ae: FishS1DAC, audio: torch.Tensor, repeats: int) -> dict:
@@ -91,7 +76,7 @@ def main() -> None:
         "bench": "autoencoder",
         "size": args.size,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "build_s": round(time.perf_counter() - started, 2),

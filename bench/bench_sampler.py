@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
 
 import torch
+from _common import DTYPES, device_name
+from _common import timed as _timed
 
 from echo_tts.config import AE_DOWNSAMPLE_FACTOR, DEFAULT_PRESET, LATENT_DIM, SAMPLE_RATE, EchoDiTConfig, sampler_preset
 from echo_tts.model import EchoDiT
 from echo_tts.sampler import cfg_active, encode_conditioning, sample, timestep_schedule
 from echo_tts.text import encode_texts
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def dit_config(model_size: int, num_layers: int, num_heads: int) -> EchoDiTConfig:
@@ -46,27 +44,6 @@ def dit_config(model_size: int, num_layers: int, num_heads: int) -> EchoDiTConfi
         speaker_intermediate_size=round(encoder_size * 3328 / 1280),
         adaln_rank=max(8, model_size // 8),
     )
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device) -> float:
-    _synchronize(device)
-    start = time.perf_counter()
-    fn()
-    _synchronize(device)
-    return time.perf_counter() - start
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -112,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     return {
         "bench": "sampler",
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "dtype": str(dtype).removeprefix("torch."),

@@ -100,11 +100,9 @@ class ResidualVectorQuantize(nn.Module):
 
 
 def _resampler(dim: int, factor: int, *, up: bool) -> nn.Sequential:
-    if up:
-        return nn.Sequential(
-            CausalConvTranspose1d(dim, dim, factor, stride=factor, weight_norm=False), ConvNeXtBlock(dim)
-        )
-    return nn.Sequential(CausalConv1d(dim, dim, factor, stride=factor, weight_norm=False), ConvNeXtBlock(dim))
+    """Causal (transposed if ``up``) conv by ``factor``, then a ConvNeXt block."""
+    conv = CausalConvTranspose1d if up else CausalConv1d
+    return nn.Sequential(conv(dim, dim, factor, stride=factor, weight_norm=False), ConvNeXtBlock(dim))
 
 
 class DownsampleResidualVectorQuantize(nn.Module):

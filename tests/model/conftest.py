@@ -4,8 +4,11 @@ speech-like checkpoint (``echo_tts.testing.make_checkpoint``) with a float32 Pip
 from __future__ import annotations
 
 import math
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 import torch
 
@@ -17,6 +20,7 @@ from echo_tts.testing import make_checkpoint
 from echo_tts.weights import save_echo_dit, save_pca
 
 TINY_DIT_SEED = 1234
+HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"  # the commit id the offline hub cache files repos under
 TINY_DIT_CONFIG = EchoDiTConfig(
     model_size=64,
     num_layers=2,
@@ -99,3 +103,25 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pipe(checkpoint: Path) -> Pipeline:
     """A float32 Pipeline on :func:`checkpoint`; it holds no state between calls, so one serves all tests."""
     return Pipeline.from_pretrained(checkpoint / "echo-tts-base", checkpoint / "fish-s1-dac-min", dtype="float32")
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str, Path], None]:
+    """An offline hub whose cache lives in tmp_path (constants are read by huggingface_hub at import).
+
+    Call it with ``(repo_id, directory)`` to lay the directory's files out in the cache as that repo
+    at revision main."""
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+    def add_repo(repo_id: str, source: Path) -> None:
+        entry = cache / ("models--" + repo_id.replace("/", "--"))
+        shutil.copytree(source, entry / "snapshots" / HUB_REVISION)
+        (entry / "refs").mkdir(parents=True)
+        (entry / "refs" / "main").write_text(HUB_REVISION)
+
+    return add_repo

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import huggingface_hub.constants
 import numpy as np
 import pytest
 
@@ -17,7 +15,6 @@ from echo_tts.config import TINY_AUTOENCODER_CONFIG
 from echo_tts.pipeline import Pipeline
 from echo_tts.testing import TINY_DIT_CONFIG, make_checkpoint
 
-REVISION = "0123456789abcdef0123456789abcdef01234567"
 LAYOUT = {
     "echo-tts-base": {"pytorch_model.safetensors", "pca_state.safetensors", "config.json"},
     "fish-s1-dac-min": {"pytorch_model.safetensors", "config.json"},
@@ -60,21 +57,10 @@ def test_another_seed_gives_other_weights(tmp_path, checkpoint):
     assert all(ours[name] == theirs[name] for name in ours if name.endswith(".json"))
 
 
-def _as_hub_repo(cache: Path, repo_id: str, source: Path) -> None:
-    entry = cache / ("models--" + repo_id.replace("/", "--"))
-    shutil.copytree(source, entry / "snapshots" / REVISION)
-    (entry / "refs").mkdir(parents=True)
-    (entry / "refs" / "main").write_text(REVISION)
-
-
-def test_the_checkpoint_loads_through_the_offline_hub_cache(tmp_path, monkeypatch, checkpoint, pipe):
+def test_the_checkpoint_loads_through_the_offline_hub_cache(checkpoint, pipe, offline_hub):
     # Given both repos laid out in a Hugging Face cache, and the hub client offline
-    cache = tmp_path / "hf-cache"
-    _as_hub_repo(cache, "acme/echo-tiny", checkpoint / "echo-tts-base")
-    _as_hub_repo(cache, "acme/dac-tiny", checkpoint / "fish-s1-dac-min")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    offline_hub("acme/echo-tiny", checkpoint / "echo-tts-base")
+    offline_hub("acme/dac-tiny", checkpoint / "fish-s1-dac-min")
     # When the pipeline loads by repo id
     hub = Pipeline.from_pretrained("acme/echo-tiny", "acme/dac-tiny", dtype="float32")
     # Then it renders exactly what the directory-loaded pipeline renders, with the same revision

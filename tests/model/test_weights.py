@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -14,8 +12,6 @@ from safetensors.torch import load_file, save_file
 from echo_tts.errors import CheckpointMismatch, WeightsError, WeightsNotFound
 from echo_tts.model import EchoDiT
 from echo_tts.weights import MODEL_FILE, is_blockwise_tensor, load_echo_dit, save_echo_dit
-
-REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _velocity(model: EchoDiT) -> torch.Tensor:
@@ -50,28 +46,6 @@ def _rewrite(directory: Path, edit) -> None:
     save_file(state, str(directory / MODEL_FILE))
 
 
-def _hub_cache(root: Path, repo_id: str, source: Path) -> Path:
-    """Lay ``source``'s files out as a Hugging Face hub cache entry of ``repo_id`` at revision main."""
-    entry = root / ("models--" + repo_id.replace("/", "--"))
-    snapshot = entry / "snapshots" / REVISION
-    shutil.copytree(source, snapshot)
-    (entry / "refs").mkdir(parents=True)
-    (entry / "refs" / "main").write_text(REVISION)
-    return root
-
-
-@pytest.fixture
-def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An offline hub whose cache lives in tmp_path (constants are read by huggingface_hub at import)."""
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
 def test_a_saved_tiny_model_loads_from_a_directory_and_computes_the_same(tiny_dit, tiny_checkpoint_dir):
     # Given a tiny checkpoint written by save_echo_dit
     assert json.loads((tiny_checkpoint_dir / "config.json").read_text())["model_size"] == 64
@@ -95,7 +69,7 @@ def test_the_default_bf16_load_casts_every_tensor(tiny_checkpoint_dir):
 
 def test_a_repo_id_resolves_through_the_offline_hub_cache(tiny_dit, tiny_checkpoint_dir, offline_hub):
     # Given the tiny checkpoint in the HF cache layout of a repo id
-    _hub_cache(offline_hub, "acme/echo-tiny", tiny_checkpoint_dir)
+    offline_hub("acme/echo-tiny", tiny_checkpoint_dir)
     # When it is loaded by repo id
     loaded = load_echo_dit("acme/echo-tiny", dtype=torch.float32)
     # Then it is the saved network

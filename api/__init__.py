@@ -21,7 +21,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. ``test_config`` may hold ``SETTINGS`` (an ApiSettings), ``ENV`` (a mapping read
     instead of os.environ), ``STORE``/``STORAGE``/``QUEUE`` (clients to use), plus Flask config keys.
     A missing or malformed setting raises ``api.settings.SettingsError`` naming it."""
-    from api import errors, routes_jobs, routes_meta, routes_voices
+    from api import errors, routes_jobs, routes_meta, routes_metrics, routes_openai, routes_voices
     from api.queue import CeleryQueue
     from api.services import Services
     from api.settings import ApiSettings
@@ -49,7 +49,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["echo"] = s
     errors.register_error_handlers(app)
-    for bp in (routes_jobs.bp, routes_voices.bp, routes_meta.bp):
+    for bp in (routes_jobs.bp, routes_voices.bp, routes_meta.bp, routes_openai.bp, routes_metrics.bp):
         app.register_blueprint(bp)
     if s.storage.backend == "local":
         s.storage.ensure_bucket()

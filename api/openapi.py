@@ -8,11 +8,13 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from api import schemas
+from api.speech import SpeechCreate
 
 REF = "#/components/schemas/{model}"
 _MODELS = (schemas.JobCreate, schemas.Job, schemas.JobList, schemas.Voice, schemas.VoiceList,
-           schemas.ErrorEnvelope, schemas.Readiness, schemas.Health)
+           schemas.ErrorEnvelope, schemas.Readiness, schemas.Health, SpeechCreate)
 _ERRORS = {"401": "Missing or unknown API key", "404": "Unknown id, or another key's",
+           "409": "The job was canceled", "504": "The job did not finish within ECHO_SPEECH_TIMEOUT_S (details.job_id)",
            "413": "A limit was exceeded (the message names the setting)", "422": "Invalid field (named)"}
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -48,6 +50,18 @@ def _voice_body() -> dict[str, Any]:
     return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
 
 
+def _speech_op() -> dict[str, Any]:
+    """OpenAI-compatible speech: waits for its job, answers the audio bytes."""
+    audio = {"schema": {"type": "string", "format": "binary"}}
+    op = _op("OpenAI-compatible synchronous speech (a job on the queue, waited for)",
+             ("200", "The audio (X-Job-Id, X-Seed, X-Audio-Sample-Rate headers)", None),
+             errors=("401", "404", "409", "413", "422", "504"),
+             requestBody={"required": True, "content": {"application/json": {"schema": _ref("SpeechCreate")}}})
+    op["responses"]["200"]["content"] = {t: audio for t in ("audio/mpeg", "audio/ogg", "audio/mp4", "audio/flac",
+                                                            "audio/wav", "audio/L16")}
+    return op
+
+
 def _paths() -> dict[str, Any]:
     idem = {"name": "Idempotency-Key", "in": "header", "required": False,
             "schema": {"type": "string", "maxLength": 255}}
@@ -74,7 +88,11 @@ def _paths() -> dict[str, Any]:
         "/v1/voices/{id}": {
             "get": _op("A voice", ("200", "The voice", "Voice"), parameters=[_ID]),
             "delete": _op("Delete own voice (operator voices: 403)", ("204", "Deleted", None), parameters=[_ID])},
+        "/v1/audio/speech": {"post": _speech_op()},
         "/healthz": {"get": _op("Liveness", ("200", "Up", "Health"), errors=(), security=[])},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4); no key: firewall it", "security": [],
+                             "responses": {"200": {"description": "Metrics",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/readyz": {"get": _op("Readiness: Redis, storage, a live worker", ("200", "Ready (503 otherwise)",
                                                                             "Readiness"), errors=(), security=[])},
         "/v1/openapi.json": {"get": _op("This document", ("200", "OpenAPI 3.1", None), errors=(), security=[])},

@@ -63,6 +63,7 @@ class ApiSettings:
     max_reference_seconds: float = 300.0  # echo_tts reads at most 300 s of a reference
     max_metadata_bytes: int = 4096
     job_ttl_s: int = 86_400  # record retention; the worker reads the same ECHO_JOB_TTL_S
+    speech_timeout_s: float = 120.0  # how long POST /v1/audio/speech waits for its job before 504
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
@@ -86,4 +87,5 @@ class ApiSettings:
             max_reference_seconds=_number(e, "ECHO_MAX_REFERENCE_SECONDS", cls.max_reference_seconds, integer=False),
             max_metadata_bytes=int(_number(e, "ECHO_MAX_METADATA_BYTES", cls.max_metadata_bytes)),
             job_ttl_s=int(_number(e, "ECHO_JOB_TTL_S", cls.job_ttl_s)),
+            speech_timeout_s=_number(e, "ECHO_SPEECH_TIMEOUT_S", cls.speech_timeout_s, integer=False),
         )

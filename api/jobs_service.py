@@ -83,7 +83,8 @@ def submit(owner: str, body: JobCreate, upload: Upload | None, idempotency_key: 
     fp = fingerprint({"body": body.model_dump(mode="json"), "speaker_audio": upload.sha256 if upload else None})
     try:
         record, created = s.store.create(owner, req.to_dict(), idempotency_key=idempotency_key,
-                                         body_fingerprint=fp, job_id=req.job_id)
+                                         body_fingerprint=fp, job_id=req.job_id,
+                                         queue_timeout_s=s.settings.queue_timeout_s)
     except IdempotencyConflict as exc:
         raise APIError(409, "idempotency_conflict", "this Idempotency-Key was used with a different body",
                        {"job_id": exc.job_id}) from None
@@ -91,7 +92,7 @@ def submit(owner: str, body: JobCreate, upload: Upload | None, idempotency_key: 
         try:
             if upload and req.speaker_key:
                 s.storage.put_bytes(req.speaker_key, upload.data, content_type=upload.kind.content_type)
-            s.queue.send_synthesis(req)
+            s.queue.send_synthesis(req, expires=record.deadline_ts)  # Celery drops it after the deadline
         except UNAVAILABLE as exc:
             log.error("could not enqueue %s: %s", req.job_id, exc)
             s.store.fail(req.job_id, "unavailable", "the job could not be queued; submit it again")
@@ -139,10 +140,12 @@ def view(record: JobRecord) -> dict[str, Any]:
 
 
 def get_owned(owner: str, job_id: str) -> JobRecord:
-    record = services().store.get(job_id, owner=owner)
+    """The owner's job; one still queued past its deadline reads as ``expired`` (it is moved there)."""
+    store = services().store
+    record = store.get(job_id, owner=owner)
     if record is None:
         raise not_found("job", job_id)
-    return record
+    return store.expire_if_due(record)
 
 
 def list_owned(owner: str) -> dict[str, Any]:
@@ -159,7 +162,8 @@ def list_owned(owner: str) -> dict[str, Any]:
 
 
 def cancel(owner: str, job_id: str) -> JobRecord:
-    """Queued → canceled (and the message revoked); running → cancel requested; finished → unchanged."""
+    """Queued → canceled (and the message revoked); running → cancel requested; finished (expired
+    included) → unchanged."""
     s = services()
     before = get_owned(owner, job_id)
     after = s.store.request_cancel(job_id) or before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from celery import Celery
@@ -10,7 +11,7 @@ from worker import contract
 
 
 class TaskQueue(Protocol):
-    def send_synthesis(self, request: contract.SynthesisRequest) -> None: ...
+    def send_synthesis(self, request: contract.SynthesisRequest, *, expires: float | None = None) -> None: ...
     def send_encode_voice(self, voice_id: str, reference_key: str) -> None: ...
     def revoke(self, task_id: str) -> None: ...
 
@@ -23,15 +24,18 @@ class CeleryQueue:
         self.celery.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry=False,
                                 broker_connection_timeout=5, broker_transport_options={"socket_timeout": 5})
 
-    def send_synthesis(self, request: contract.SynthesisRequest) -> None:
-        """task_id is the job id, so a cancel can revoke it and logs line up."""
-        self._send(contract.SYNTHESIZE, request.to_dict(), task_id=request.job_id)
+    def send_synthesis(self, request: contract.SynthesisRequest, *, expires: float | None = None) -> None:
+        """task_id is the job id, so a cancel can revoke it and logs line up. ``expires`` (epoch seconds,
+        the job's queue deadline) becomes Celery's ``expires``: a worker drops the message after it."""
+        when = datetime.fromtimestamp(expires, UTC) if expires is not None else None
+        self._send(contract.SYNTHESIZE, request.to_dict(), task_id=request.job_id, expires=when)
 
     def send_encode_voice(self, voice_id: str, reference_key: str) -> None:
         self._send(contract.ENCODE_VOICE, {"voice_id": voice_id, "reference_key": reference_key})
 
-    def _send(self, name: str, kwargs: dict[str, Any], task_id: str | None = None) -> None:
-        self.celery.send_task(name, kwargs=kwargs, queue=contract.QUEUE_INTERACTIVE, task_id=task_id)
+    def _send(self, name: str, kwargs: dict[str, Any], task_id: str | None = None,
+              expires: datetime | None = None) -> None:
+        self.celery.send_task(name, kwargs=kwargs, queue=contract.QUEUE_INTERACTIVE, task_id=task_id, expires=expires)
 
     def revoke(self, task_id: str) -> None:
         """Tell the workers to drop the message (our store already says canceled; this saves a pickup)."""
@@ -44,9 +48,11 @@ class RecordingQueue:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
         self.revoked: list[str] = []
+        self.expires: dict[str, float | None] = {}  # job id -> the deadline it was sent with
 
-    def send_synthesis(self, request: contract.SynthesisRequest) -> None:
+    def send_synthesis(self, request: contract.SynthesisRequest, *, expires: float | None = None) -> None:
         self.sent.append((contract.SYNTHESIZE, request.to_dict()))
+        self.expires[request.job_id] = expires
 
     def send_encode_voice(self, voice_id: str, reference_key: str) -> None:
         self.sent.append((contract.ENCODE_VOICE, {"voice_id": voice_id, "reference_key": reference_key}))

@@ -50,6 +50,14 @@ def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool 
     return value
 
 
+def _queue_timeout(env: Mapping[str, str], job_ttl_s: int) -> float:
+    """ECHO_QUEUE_TIMEOUT_S: the queue deadline; it must not outlive the record that reports it."""
+    value = _number(env, "ECHO_QUEUE_TIMEOUT_S", ApiSettings.queue_timeout_s, integer=False)
+    if value > job_ttl_s:
+        raise SettingsError(f"ECHO_QUEUE_TIMEOUT_S={value:g} must not exceed ECHO_JOB_TTL_S={job_ttl_s}")
+    return value
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     """Everything the API process needs; built once by :meth:`from_env` in ``create_app``."""
@@ -63,6 +71,7 @@ class ApiSettings:
     max_reference_seconds: float = 300.0  # echo_tts reads at most 300 s of a reference
     max_metadata_bytes: int = 4096
     job_ttl_s: int = 86_400  # record retention; the worker reads the same ECHO_JOB_TTL_S
+    queue_timeout_s: float = 3600.0  # a job still queued this long after submission expires unrendered
     speech_timeout_s: float = 120.0  # how long POST /v1/audio/speech waits for its job before 504
 
     @classmethod
@@ -87,5 +96,6 @@ class ApiSettings:
             max_reference_seconds=_number(e, "ECHO_MAX_REFERENCE_SECONDS", cls.max_reference_seconds, integer=False),
             max_metadata_bytes=int(_number(e, "ECHO_MAX_METADATA_BYTES", cls.max_metadata_bytes)),
             job_ttl_s=int(_number(e, "ECHO_JOB_TTL_S", cls.job_ttl_s)),
+            queue_timeout_s=_queue_timeout(e, int(_number(e, "ECHO_JOB_TTL_S", cls.job_ttl_s))),
             speech_timeout_s=_number(e, "ECHO_SPEECH_TIMEOUT_S", cls.speech_timeout_s, integer=False),
         )

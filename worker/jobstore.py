@@ -7,7 +7,8 @@ created time · ``{p}:idem:{owner}:{key}`` → ``fingerprint job_id`` (same TTL 
 :mod:`worker.voicestore`, reached as ``JobStore(...).voices``.
 
 Every state change is one Lua script, so the API and any number of workers may race freely:
-``queued → running → succeeded | failed | canceled`` and ``queued → canceled | expired``.
+``queued → running → succeeded | failed | canceled`` and ``queued → canceled | expired``. A job created
+with a queue timeout carries ``deadline_ts``; only a job still queued past it expires (never a running one).
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from typing import Any
 
 import redis
 
-from worker.contract import HEARTBEAT_PATTERN, HEARTBEAT_TTL_S, TERMINAL_STATES, JobState, heartbeat_key
+from worker.contract import (
+    HEARTBEAT_PATTERN,
+    HEARTBEAT_TTL_S,
+    TERMINAL_STATES,
+    ErrorCode,
+    JobState,
+    heartbeat_key,
+)
 from worker.records import fingerprint, iso, loads, new_id, opt_float
 from worker.voicestore import VoiceStore
 
@@ -110,6 +118,8 @@ class JobRecord:
     timings: dict[str, Any] | None = None
     cancel_requested: bool = False
     attempts: int = 0
+    deadline_ts: float | None = None  # queued past this (epoch seconds), the job expires unrendered
+    queue_timeout_s: float | None = None  # the setting's value that deadline_ts came from
 
     @property
     def created_at(self) -> str:
@@ -134,6 +144,7 @@ class JobRecord:
                               int(h.get("segments_total") or 0)),
             result=loads(h.get("result")), error=loads(h.get("error")), timings=loads(h.get("timings")),
             cancel_requested=h.get("cancel_requested") == "1", attempts=int(h.get("attempts") or 0),
+            deadline_ts=opt_float(h.get("deadline_ts")), queue_timeout_s=opt_float(h.get("queue_timeout_s")),
         )
 
 
@@ -161,16 +172,21 @@ class JobStore:
 
     # -- create / read ---------------------------------------------------------------------------
     def create(self, owner: str, request: dict[str, Any], *, idempotency_key: str | None = None,
-               body_fingerprint: str | None = None, job_id: str | None = None) -> tuple[JobRecord, bool]:
+               body_fingerprint: str | None = None, job_id: str | None = None,
+               queue_timeout_s: float | None = None) -> tuple[JobRecord, bool]:
         """Store a queued job; returns ``(record, created)``. With an idempotency key, the same owner,
         key and fingerprint (default: hash of ``request``) return the earlier job with ``created=False``;
-        another fingerprint raises :class:`IdempotencyConflict`."""
+        another fingerprint raises :class:`IdempotencyConflict`. With ``queue_timeout_s`` the record gets
+        ``deadline_ts = now + queue_timeout_s``: still queued after that, it expires."""
         job_id = job_id or new_id("job")
         now = self.clock()
         fp = body_fingerprint or fingerprint(request)
         idem = f"{self.prefix}:idem:{owner}:{idempotency_key}" if idempotency_key else ""
         fields = {"id": job_id, "owner": owner, "status": JobState.QUEUED.value, "created_ts": repr(now),
                   "request": json.dumps(request), "attempts": "0", "cancel_requested": "0"}
+        if queue_timeout_s is not None:
+            timeout = float(queue_timeout_s)
+            fields |= {"deadline_ts": repr(now + timeout), "queue_timeout_s": repr(timeout)}
         pairs = [x for kv in fields.items() for x in kv]
         outcome, found = self._create(keys=[idem, self._job_key(job_id), self._index_key(owner)],
                                       args=[fp, job_id, self.ttl, repr(now), *pairs])
@@ -209,7 +225,7 @@ class JobStore:
                 if not h:
                     self.r.zrem(index, member)  # the record expired: drop it from the index lazily
                     continue
-                record = JobRecord.from_hash(h)
+                record = self.expire_if_due(JobRecord.from_hash(h))
                 if wanted is None or record.status in wanted:
                     out.append(record)
                 if len(out) == limit:
@@ -278,8 +294,29 @@ class JobStore:
                           {"finished_ts": repr(self.clock()), "cancel_requested": "1"})
 
     def mark_expired(self, job_id: str) -> bool:
-        """queued → expired: the job outlived its queue deadline before a worker took it."""
-        return self._move(job_id, [JobState.QUEUED], JobState.EXPIRED, {"finished_ts": repr(self.clock())})
+        """queued → expired (only from queued: a running job is never expired), with
+        ``error = {code: "expired", message}`` naming the deadline. Also what Celery's verdict calls
+        when it drops a message whose ``expires`` passed. False when the job was not queued."""
+        record = self.get(job_id)
+        if record is None or record.status is not JobState.QUEUED:
+            return False
+        if record.deadline_ts is not None:
+            timeout = f"{record.queue_timeout_s:g} s" if record.queue_timeout_s is not None else "the queue timeout"
+            message = (f"no worker started this job before its queue deadline {iso(record.deadline_ts)} "
+                       f"({timeout} after it was submitted; the limit is ECHO_QUEUE_TIMEOUT_S)")
+        else:
+            message = "no worker started this job before its queue deadline (ECHO_QUEUE_TIMEOUT_S)"
+        return self._move(job_id, [JobState.QUEUED], JobState.EXPIRED, {
+            "finished_ts": repr(self.clock()), "error": json.dumps({"code": ErrorCode.EXPIRED.value,
+                                                                    "message": message})})
+
+    def expire_if_due(self, record: JobRecord) -> JobRecord:
+        """The record as it is now: a queued one whose ``deadline_ts`` has passed becomes expired first
+        (the state check is atomic, so a worker that started it a moment earlier wins)."""
+        if record.status is not JobState.QUEUED or record.deadline_ts is None or self.clock() < record.deadline_ts:
+            return record
+        self.mark_expired(record.id)
+        return self.get(record.id) or record
 
     def request_cancel(self, job_id: str) -> JobRecord | None:
         """Queued → canceled at once; running → cancel flag (the worker finishes); terminal → no-op.

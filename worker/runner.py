@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,9 @@ def run_synthesis(engine: Engine, payload: dict[str, Any], *, retries: int = 0) 
     record = engine.jobs.get(job_id)
     if record is None:
         return _outcome(job_id, "unknown")
+    record = engine.jobs.expire_if_due(record)  # still queued past its deadline (e.g. no worker was up)
+    if record.status is JobState.EXPIRED:
+        log.info("job %s: queue deadline passed before it started; expired, not rendered", job_id)
     if record.status in TERMINAL_STATES:
         return _outcome(job_id, record.status, skipped=True)
     if _finish_from_storage(engine, request):
@@ -219,3 +223,30 @@ def fail_unexpected(engine: Engine, job_id: str, exc: BaseException) -> None:
     """Record an unexpected error (a bug or the model failing) as render_failed."""
     engine.jobs.fail(job_id, ErrorCode.RENDER_FAILED, f"{type(exc).__name__}: {exc}")
     _clear_spool(job_id)
+
+
+def expire_delivery(engine: Engine, job_id: str, requeue: Callable[[dict[str, Any]], None]) -> str:
+    """Celery dropped a synthesis message because its ``expires`` passed; returns the job's state after.
+
+    A queued job becomes ``expired``. A running one is a job whose worker died and whose message came
+    back (visibility timeout) after the deadline: its queue wait was within the deadline, so it is sent
+    again without one (``requeue(record.request)``) and still finishes; the delivery count in the record
+    keeps it from looping. Terminal or unknown jobs are left alone.
+    """
+    record = engine.jobs.get(job_id)
+    if record is None:
+        return "unknown"
+    if record.status is JobState.QUEUED and engine.jobs.mark_expired(job_id):
+        log.info("job %s: dropped by Celery past its queue deadline; expired", job_id)
+        return JobState.EXPIRED
+    if record.status is JobState.RUNNING:
+        try:
+            SynthesisRequest.from_dict(record.request)
+        except ContractError as exc:
+            engine.jobs.fail(job_id, ErrorCode.WORKER_LOST, f"the worker was lost and the job cannot be re-sent: {exc}")
+            return JobState.FAILED
+        log.warning("job %s: re-delivered after its queue deadline while running; sent again", job_id)
+        requeue(record.request)
+        return JobState.RUNNING
+    current = engine.jobs.get(job_id)
+    return current.status if current else "unknown"

@@ -3,6 +3,11 @@
 Transient storage and Redis errors are retried with exponential backoff (Celery autoretry);
 when the retries run out the job fails with ``storage_unavailable``. Bad input fails at once
 inside the runner. Audio never travels through the broker.
+
+A synthesis message carries Celery ``expires`` (the job's queue deadline, set by the API). Celery 5.7
+checks it when the message arrives and again before running it; an expired message is acked and
+dropped without running, and ``task_revoked`` fires with ``expired=True``: :func:`on_task_revoked`
+then moves the record to ``expired`` (see :func:`worker.runner.expire_delivery`).
 """
 
 from __future__ import annotations
@@ -10,12 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from celery import Celery, Task
+from celery import Celery, Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
-from .contract import ENCODE_VOICE, SYNTHESIZE, ErrorCode
+from .contract import ENCODE_VOICE, QUEUE_INTERACTIVE, SYNTHESIZE, ErrorCode
 from .engine import get_engine
-from .runner import fail_unexpected, run_synthesis
+from .runner import expire_delivery, fail_unexpected, run_synthesis
 from .settings import WorkerSettings
 from .storage import TransientStorageError
 from .voices import encode_voice
@@ -23,7 +28,24 @@ from .voices import encode_voice
 TRANSIENT = (TransientStorageError, redis.ConnectionError, redis.TimeoutError)
 
 
+def on_task_revoked(sender: Any = None, request: Any = None, expired: bool = False, **_: Any) -> None:
+    """``task_revoked`` receiver: a synthesis message dropped because its ``expires`` passed."""
+    if not expired or getattr(sender, "name", None) != SYNTHESIZE or request is None:
+        return
+    job_id = str((getattr(request, "kwargs", None) or {}).get("job_id") or getattr(request, "id", "") or "")
+    if not job_id:
+        return
+    queue = (getattr(request, "delivery_info", None) or {}).get("routing_key") or QUEUE_INTERACTIVE
+    retries = int(getattr(request, "retries", 0) or 0)  # kept: the delivery guard and max_retries count on
+
+    def requeue(kwargs: dict[str, Any]) -> None:  # a fresh task id: Celery now counts the job id as revoked
+        sender.app.send_task(SYNTHESIZE, kwargs=kwargs, queue=queue, retries=retries)
+
+    expire_delivery(get_engine(), job_id, requeue)
+
+
 def register_tasks(app: Celery, settings: WorkerSettings) -> None:
+    signals.task_revoked.connect(on_task_revoked, weak=False, dispatch_uid="echo.synthesis-expired")
     retry = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 60, "retry_jitter": True,
              "max_retries": settings.storage_retries, "acks_late": True, "reject_on_worker_lost": True}
 

@@ -51,7 +51,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     errors.register_error_handlers(app)
     for bp in (routes_jobs.bp, routes_voices.bp, routes_meta.bp, routes_openai.bp, routes_metrics.bp):
         app.register_blueprint(bp)
-    if s.storage.backend == "local":
+    # the API writes at start only to register operator voices: then it, like the worker, makes
+    # the bucket when missing (the stack may start the API before any worker has run)
+    if s.storage.backend == "local" or settings.voices_dir is not None:
         s.storage.ensure_bucket()
     if settings.voices_dir is not None:
         register_operator_voices(s, settings.voices_dir)

@@ -91,13 +91,14 @@ def register_operator_voices(s: Services, directory: Path) -> list[str]:
             continue
         sha = hashlib.sha256(data).hexdigest()
         current = s.store.voices.get(path.stem)
-        if current and current.sha256 == sha and current.status is not contract.VoiceState.FAILED:
+        known = current is not None and current.sha256 == sha and current.status is not contract.VoiceState.FAILED
+        if known and s.storage.exists(current.reference_key):  # type: ignore[union-attr]
             ids.append(path.stem)
             continue
         key = contract.voice_reference_key(path.stem, kind.extension)
         s.storage.put_bytes(key, data, content_type=kind.content_type)
         _, changed = s.store.voices.register_operator(path.stem, path.name, key, sha)
-        if changed:
+        if changed or known:  # known but its stored files are gone (e.g. a new bucket): encode again
             s.queue.send_encode_voice(path.stem, key)
         ids.append(path.stem)
     log.info("operator voices: %s", ", ".join(ids) or "none")

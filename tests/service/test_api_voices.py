@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
-from api_helpers import ApiServer, queued_tasks, wav_bytes
+from api_helpers import ApiServer, queued_tasks, s3_client, wav_bytes
 
 from worker import contract
 from worker.jobstore import JobStore
@@ -119,3 +119,16 @@ def test_operator_voices_are_shared_read_only_and_registered_once(
     assert job.status_code == 202 and job.json()["request"]["voice"] == "narrator"
     refused = api.call("DELETE", "/v1/voices/narrator")
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "read_only_voice"
+
+
+def test_an_api_with_operator_voices_starts_before_any_worker_and_makes_the_missing_bucket(
+        launch_api: Callable[..., ApiServer], api_env: dict[str, str], tmp_path: Path) -> None:
+    # Given a voices directory and a bucket nobody has created yet (the API starts first)
+    (tmp_path / "narrator.wav").write_bytes(wav_bytes(1.0))
+    env = {**api_env, "ECHO_VOICES_DIR": str(tmp_path), "ECHO_S3_BUCKET": "echo-fresh-bucket"}
+    # When the API starts
+    api = launch_api(env)
+    # Then it serves the operator voice, and its reference is stored in the bucket it made
+    assert api.call("GET", "/v1/voices/narrator").status_code == 200
+    listing = s3_client(api_env["ECHO_S3_ENDPOINT_URL"]).list_objects_v2(Bucket="echo-fresh-bucket")
+    assert [o["Key"] for o in listing["Contents"]] == ["voices/narrator/reference.wav"]

@@ -104,7 +104,8 @@ def _render_to_spool(engine: Engine, request: SynthesisRequest) -> dict[str, Any
         deadline=started + engine.settings.soft_time_limit_s,
     )
     rendered = render(engine.pipeline, request, speaker, batch_size=engine.settings.batch_size,
-                      pause_s=engine.settings.segment_pause_s, control=control)
+                      max_piece_bytes=engine.settings.max_piece_bytes, pause_s=engine.settings.segment_pause_s,
+                      control=control)
     model_done = time.monotonic()
     data = encode_output(rendered, request.format, request.sample_rate)
     fmt = OUTPUT_FORMATS[request.format]

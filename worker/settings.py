@@ -21,6 +21,8 @@ DTYPES = ("float32", "bfloat16")  # what echo_tts.pipeline.as_dtype takes
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 MiB = 1024 * 1024
 
+MAX_PIECE_BYTES = 762  # one generation: 768 tokens - BOS - "[S1] " (echo_tts.text.DEFAULT_SPLIT_BYTES)
+
 
 class SettingsError(ValueError):
     """Raised when an environment setting is missing or malformed; the message names it."""
@@ -63,6 +65,13 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     value = _parsed(env, name, default, int, "an integer")
     if value <= 0:
         raise SettingsError(f"{name}={value} must be > 0")
+    return value
+
+
+def _bounded_int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    value = _parsed(env, name, default, int, "an integer")
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} must be between {low} and {high}")
     return value
 
 
@@ -173,6 +182,11 @@ class WorkerSettings:
     visibility_timeout_s: float = 3600.0
     job_ttl_s: int = 86_400
     batch_size: int = 4
+    # Long text is split into pieces of at most this many UTF-8 bytes. The model fits whatever text
+    # it gets into one ~30 s generation (longer text is spoken faster), so a piece should hold
+    # ~20 s of speech: 300 bytes is ~20 s of English at ~15 characters/s. The ceiling is the
+    # token limit: 768 tokens - BOS - the 5-byte "[S1] " prefix = 762 bytes.
+    max_piece_bytes: int = 300
     segment_pause_s: float = 0.25
     latents_cache_size: int = 8
     warmup: bool = True
@@ -207,6 +221,7 @@ class WorkerSettings:
             visibility_timeout_s=visibility,
             job_ttl_s=_positive_int(e, "ECHO_JOB_TTL_S", 86_400),
             batch_size=_positive_int(e, "ECHO_BATCH_SIZE", 4),
+            max_piece_bytes=_bounded_int(e, "ECHO_MAX_PIECE_BYTES", 300, low=32, high=MAX_PIECE_BYTES),
             segment_pause_s=_parsed(e, "ECHO_SEGMENT_PAUSE_S", 0.25, float, "a number"),
             latents_cache_size=_positive_int(e, "ECHO_LATENTS_CACHE_SIZE", 8),
             warmup=_bool(e, "ECHO_WARMUP", True),

@@ -23,6 +23,15 @@ def test_defaults_need_only_the_redis_url() -> None:
     # Then the rest has working defaults: local storage, both queues, limits in the right order
     assert settings.storage.backend == "local" and settings.queues == contract.QUEUES
     assert settings.soft_time_limit_s < settings.time_limit_s < settings.visibility_timeout_s
+    # And long text is split into ~20 s pieces, well under the one-generation byte limit
+    assert settings.max_piece_bytes == 300
+
+
+def test_the_piece_ceiling_is_the_one_generation_byte_limit_of_echo_tts() -> None:
+    from echo_tts.text import DEFAULT_SPLIT_BYTES
+    from worker.settings import MAX_PIECE_BYTES
+
+    assert MAX_PIECE_BYTES == DEFAULT_SPLIT_BYTES
 
 
 @pytest.mark.parametrize(
@@ -37,6 +46,8 @@ def test_defaults_need_only_the_redis_url() -> None:
         ({"ECHO_WARMUP": "maybe"}, "ECHO_WARMUP"),
         ({"ECHO_WORKER_QUEUES": " , "}, "ECHO_WORKER_QUEUES"),
         ({"ECHO_LATENTS_CACHE_SIZE": "0"}, "ECHO_LATENTS_CACHE_SIZE"),
+        ({"ECHO_MAX_PIECE_BYTES": "763"}, "ECHO_MAX_PIECE_BYTES"),
+        ({"ECHO_MAX_PIECE_BYTES": "8"}, "ECHO_MAX_PIECE_BYTES"),
     ],
 )
 def test_a_missing_or_malformed_setting_is_refused_naming_it(env: dict[str, str], named: str) -> None:

@@ -5,7 +5,8 @@
     echo-tts synth "Hello again." --speaker voice.safetensors -o out.wav   # ... reuse it
     echo-tts presets
 
-Text longer than one generation is split at sentence boundaries (``text.split_text``), piece i
+Text longer than ``--max-piece-bytes`` (about 20 s of speech; the model squeezes whatever it gets
+into one ~30 s generation) is split at sentence boundaries (``text.split_text``), piece i
 rendered with seed N + i, and the pieces joined with short pauses. The output format comes from
 ``--format`` or the ``-o`` extension. Errors print one line and exit with status 2.
 Configuration comes from flags only (the Hugging Face client reads its own ``HF_*`` variables).
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the preset's)")
     synth.add_argument("--format", default=None, help="wav, flac, mp3, opus, aac or pcm (default: from -o)")
     synth.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: 44100)")
+    synth.add_argument("--max-piece-bytes", type=int, default=300,
+                       help="split longer text into pieces of at most this many UTF-8 bytes, about 20 s of "
+                            "speech at 300 (max 762, one generation) (default: %(default)s)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_flags(synth)
 
@@ -116,7 +120,7 @@ def _synth(args: argparse.Namespace) -> str:
     from .audio import encode_audio, join_segments
     from .config import sampler_preset
     from .pipeline import Pipeline
-    from .text import split_text
+    from .text import DEFAULT_SPLIT_BYTES, split_text
 
     fmt = _output_format(args)
     _check_output_directory(args.output)
@@ -124,7 +128,9 @@ def _synth(args: argparse.Namespace) -> str:
     if args.steps is not None:
         config = config.replace(num_steps=args.steps)
     text = sys.stdin.read() if args.text == "-" else args.text
-    pieces = [piece for piece in split_text(text) if piece.strip()]
+    if not 32 <= args.max_piece_bytes <= DEFAULT_SPLIT_BYTES:
+        raise InvalidInput(f"--max-piece-bytes must be between 32 and {DEFAULT_SPLIT_BYTES}")
+    pieces = [piece for piece in split_text(text, args.max_piece_bytes) if piece.strip()]
     if not pieces:
         raise InvalidInput("the text is empty")
     dtype = _setup_torch(args)

@@ -45,8 +45,9 @@ def test_a_voice_is_encoded_once_and_reused(tmp_path, checkpoint):
     voice = tmp_path / "voice.safetensors"
     encoded = echo_tts("encode-speaker", reference, "-o", voice, checkpoint=checkpoint)
     out = tmp_path / "book.flac"
-    text = "First sentence of a longer text. " * 30  # two generations: split, rendered, stitched
-    done = echo_tts("synth", text, "--speaker", voice, "--steps", "6", "-o", out, "--quiet", checkpoint=checkpoint)
+    text = "First sentence of a longer text. " * 30  # 990 bytes: two 500-byte generations, stitched
+    done = echo_tts("synth", text, "--speaker", voice, "--steps", "6", "--max-piece-bytes", "500", "-o", out,
+                    "--quiet", checkpoint=checkpoint)  # fmt: skip
     # Then the voice file loads and the output holds both pieces
     assert encoded.returncode == 0, encoded.stderr
     assert SpeakerLatents.load(voice).valid_frames > 0

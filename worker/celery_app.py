@@ -92,12 +92,6 @@ def _connect_lifecycle(settings: WorkerSettings) -> None:
         while beats:
             beats.pop().stop()
 
-    def revoked(request: Any = None, expired: bool = False, **_: Any) -> None:
-        job_id = (getattr(request, "kwargs", None) or {}).get("job_id")
-        if expired and job_id:
-            get_engine().jobs.mark_expired(job_id)
-
     signals.worker_process_init.connect(load, weak=False)
     signals.worker_ready.connect(ready, weak=False)
     signals.worker_shutdown.connect(shutdown, weak=False)
-    signals.task_revoked.connect(revoked, weak=False)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InvalidSamplerConfig, WeightsError
 
@@ -23,6 +25,12 @@ MAX_SPEAKER_LATENT_LENGTH = 6400  # reference latents, the training maximum (297
 SPEAKER_CHUNK_LATENTS = 640  # references are encoded in independent chunks of this many latents
 MAX_REFERENCE_SECONDS = 300.0  # load_audio reads at most this much of a reference file
 SPEAKER_PATCH_SIZE = 4  # latent frames per speaker token
+
+
+def unknown_fields(dataclass_or_instance: Any, names: Iterable[str]) -> list[str]:
+    """The names (sorted) that are not fields of the dataclass: config files and overrides name them."""
+    known = {f.name for f in dataclasses.fields(dataclass_or_instance)}
+    return sorted(set(names) - known)
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,7 @@ class EchoDiTConfig:
     @classmethod
     def from_dict(cls, values: dict) -> EchoDiTConfig:
         """Build from a ``config.json`` mapping; unknown keys are an error naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = unknown_fields(cls, values)
         if unknown:
             raise ValueError(f"unknown EchoDiT config keys: {', '.join(unknown)}")
         return cls(**values)
@@ -120,8 +127,7 @@ class SamplerConfig:
 
     def replace(self, **overrides: object) -> SamplerConfig:
         """A copy with some fields changed (``dataclasses.replace``); unknown names are an error."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - known)
+        unknown = unknown_fields(self, overrides)
         if unknown:
             raise InvalidSamplerConfig(f"unknown sampler settings: {', '.join(unknown)}")
         return dataclasses.replace(self, **overrides)  # type: ignore[arg-type]
@@ -246,8 +252,7 @@ class AutoencoderConfig:
     @classmethod
     def from_dict(cls, values: dict) -> AutoencoderConfig:
         """Build from a ``config.json`` mapping (the published one or ours); bad keys raise WeightsError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = unknown_fields(cls, values)
         if unknown:
             raise WeightsError(f"unknown autoencoder config keys: {', '.join(unknown)}")
         try:

@@ -54,7 +54,13 @@ class Storage(Protocol):
     def put_file(self, key: str, fileobj: IO[bytes], *, content_type: str, filename: str | None = None) -> None: ...
     def list_keys(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
-    def delete_prefix(self, prefix: str) -> int: ...
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix``; returns how many (shared by both backends)."""
+        keys = self.list_keys(prefix)
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
     def presign(self, key: str, *, filename: str | None = None, expires_s: int | None = None) -> str | None: ...
 
 
@@ -89,7 +95,7 @@ def _translated(key: str) -> Iterator[None]:
         raise StorageError(f"storage error on {key!r}: {exc}") from exc
 
 
-class S3Storage:
+class S3Storage(Storage):
     """One bucket on an S3-compatible server; presigns with the public endpoint when it differs."""
 
     backend = "s3"
@@ -183,12 +189,6 @@ class S3Storage:
         with _translated(key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
-    def delete_prefix(self, prefix: str) -> int:
-        keys = self.list_keys(prefix)
-        for key in keys:
-            self.delete(key)
-        return len(keys)
-
     def presign(self, key: str, *, filename: str | None = None, expires_s: int | None = None) -> str | None:
         """A GET URL for clients (public endpoint), valid ``expires_s`` (default from settings)."""
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
@@ -200,7 +200,7 @@ class S3Storage:
             ))
 
 
-class LocalStorage:
+class LocalStorage(Storage):
     """The same key layout in a local directory (one machine, no S3). Writes are atomic renames.
 
     ``presign`` returns None: the API streams ``path(key)`` itself. Content types are not
@@ -267,12 +267,6 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
-
-    def delete_prefix(self, prefix: str) -> int:
-        keys = self.list_keys(prefix)
-        for key in keys:
-            self.delete(key)
-        return len(keys)
 
     def presign(self, key: str, *, filename: str | None = None, expires_s: int | None = None) -> str | None:
         return None

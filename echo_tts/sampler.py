@@ -95,12 +95,14 @@ def cfg_conditioning(cond: Conditioning) -> Conditioning:
     )
 
 
-def scale_speaker_kv_(speaker_kv: KVCache, factor: float, max_layers: int | None) -> None:
-    """Multiply speaker K and V of layers 0..min(max_layers, layers)-1 in place by ``factor``."""
+def scale_speaker_kv_(speaker_kv: KVCache, factor: float, max_layers: int | None) -> int:
+    """Multiply speaker K and V of layers 0..min(max_layers, layers)-1 in place by ``factor``.
+    Returns how many layers were scaled."""
     layers = len(speaker_kv) if max_layers is None else min(max_layers, len(speaker_kv))
     for k, v in speaker_kv[:layers]:
         k.mul_(factor)
         v.mul_(factor)
+    return layers
 
 
 def timestep_schedule(num_steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -178,16 +180,18 @@ class _Caches:
         self.latent_cond: KVCache | None = None
 
     def scale_speaker(self, factor: float) -> None:
-        scale_speaker_kv_(self.cond.speaker_kv, factor, self.config.speaker_kv_max_layers)
+        layers = scale_speaker_kv_(self.cond.speaker_kv, factor, self.config.speaker_kv_max_layers)
         if not self.needs_cfg:
             return
         if self.cfg is None:
             self.cfg = cfg_conditioning(self.cond)
             return
-        # rebuild the 3-way speaker K/V in place: a captured CUDA graph keeps reading this storage
-        for (k3, v3), (k, v) in zip(self.cfg.speaker_kv, self.cond.speaker_kv, strict=True):
-            k3.copy_(torch.cat([k, k, k], dim=0))
-            v3.copy_(torch.cat([v, v, v], dim=0))
+        # refresh the scaled layers of the 3-way speaker K/V in place (each branch's rows): a
+        # captured CUDA graph keeps reading this storage
+        for (k3, v3), (k, v) in zip(self.cfg.speaker_kv[:layers], self.cond.speaker_kv[:layers], strict=True):
+            for rows_k, rows_v in zip(k3.chunk(3, dim=0), v3.chunk(3, dim=0), strict=True):
+                rows_k.copy_(k)
+                rows_v.copy_(v)
 
     def encode_prefix(self, model, buffer: torch.Tensor) -> None:
         """Latent caches of the whole buffer (B, P+sum, 80): 3 stacked copies when CFG is used."""

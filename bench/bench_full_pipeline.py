@@ -26,6 +26,7 @@ from echo_tts.config import (
     AUTOENCODER_PRESETS,
     DEFAULT_PRESET,
     LATENT_DIM,
+    MAX_SEQUENCE_LENGTH,
     SAMPLE_RATE,
     EchoDiTConfig,
     sampler_preset,
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {"bench": "full_pipeline", "device": device_name(device), "torch": torch.__version__,
                     "dit_dtype": args.dtype, "ae_dtype": args.ae_dtype, "steps": args.steps,
                     "reference_seconds": args.reference_seconds, "encode_reference_s": round(encode_s, 3),
-                    "audio_seconds": round(640 * AE_DOWNSAMPLE_FACTOR / SAMPLE_RATE, 3)}  # fmt: skip
+                    "audio_seconds": round(MAX_SEQUENCE_LENGTH * AE_DOWNSAMPLE_FACTOR / SAMPLE_RATE, 3)}  # fmt: skip
     outputs = {}
     for mode, graphs in (("eager", False), ("cuda_graphs", True)):
         if graphs and device.type != "cuda":

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from echo_tts.audio import encode_audio
-from echo_tts.config import DEFAULT_PRESET
+from echo_tts.config import DEFAULT_PRESET, sampler_preset
 from echo_tts.pipeline import Pipeline
-from echo_tts.testing import make_checkpoint
+from echo_tts.testing import AE_SUBDIR, MODEL_SUBDIR, make_checkpoint
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, then takes a well-earned nap in the sun."
 
@@ -41,7 +41,7 @@ def _best(fn, repeats: int) -> tuple[float, object]:
 def run(threads: int, repeats: int, dtype: str, root: Path) -> dict:
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    pipe = Pipeline.from_pretrained(root / "echo-tts-base", root / "fish-s1-dac-min", dtype=dtype)
+    pipe = Pipeline.from_pretrained(root / MODEL_SUBDIR, root / AE_SUBDIR, dtype=dtype)
     load_s = time.perf_counter() - start
     pipe.synthesize("Warm up.", None, DEFAULT_PRESET, seed=0)
     synth_s, result = _best(lambda: pipe.synthesize(SENTENCE, None, DEFAULT_PRESET, seed=0), repeats)
@@ -72,8 +72,8 @@ def main() -> None:
         "bench": "pipeline_tiny_one_sentence",
         "sentence_chars": len(SENTENCE),
         "preset": DEFAULT_PRESET,
-        "steps": 40,
-        "sequence_length": 640,
+        "steps": sampler_preset(DEFAULT_PRESET).num_steps,
+        "sequence_length": sampler_preset(DEFAULT_PRESET).sequence_length,
         "torch": torch.__version__,
         "machine": platform.machine(),
         "cpus": len(os.sched_getaffinity(0)),

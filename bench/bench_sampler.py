@@ -17,7 +17,15 @@ import torch
 from _common import DTYPES, device_name
 from _common import timed as _timed
 
-from echo_tts.config import AE_DOWNSAMPLE_FACTOR, DEFAULT_PRESET, LATENT_DIM, SAMPLE_RATE, EchoDiTConfig, sampler_preset
+from echo_tts.config import (
+    AE_DOWNSAMPLE_FACTOR,
+    DEFAULT_PRESET,
+    LATENT_DIM,
+    MAX_SEQUENCE_LENGTH,
+    SAMPLE_RATE,
+    EchoDiTConfig,
+    sampler_preset,
+)
 from echo_tts.model import EchoDiT
 from echo_tts.sampler import cfg_active, encode_conditioning, sample, timestep_schedule
 from echo_tts.text import encode_texts
@@ -25,23 +33,24 @@ from echo_tts.text import encode_texts
 
 def dit_config(model_size: int, num_layers: int, num_heads: int) -> EchoDiTConfig:
     """EchoDiT at another width, keeping the published proportions (MLP 2.875x, encoders 5/8 wide)."""
+    full = EchoDiTConfig()  # the published sizes
     head_dim = model_size // num_heads
-    encoder_heads = max(1, (model_size * 5 // 8) // head_dim)
+    encoder_heads = max(1, (model_size * full.text_model_size // full.model_size) // head_dim)
     encoder_size = encoder_heads * head_dim
-    encoder_layers = max(1, round(num_layers * 14 / 24))
+    encoder_layers = max(1, round(num_layers * full.text_num_layers / full.num_layers))
     return EchoDiTConfig(
         model_size=model_size,
         num_layers=num_layers,
         num_heads=num_heads,
-        intermediate_size=round(model_size * 5888 / 2048),
+        intermediate_size=round(model_size * full.intermediate_size / full.model_size),
         text_model_size=encoder_size,
         text_num_layers=encoder_layers,
         text_num_heads=encoder_heads,
-        text_intermediate_size=round(encoder_size * 3328 / 1280),
+        text_intermediate_size=round(encoder_size * full.text_intermediate_size / full.text_model_size),
         speaker_model_size=encoder_size,
         speaker_num_layers=encoder_layers,
         speaker_num_heads=encoder_heads,
-        speaker_intermediate_size=round(encoder_size * 3328 / 1280),
+        speaker_intermediate_size=round(encoder_size * full.speaker_intermediate_size / full.speaker_model_size),
         adaln_rank=max(8, model_size // 8),
     )
 
@@ -54,7 +63,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-layers", type=int, default=8, help="DiT blocks (full model: 24)")
     parser.add_argument("--num-heads", type=int, default=8, help="DiT heads (full model: 16)")
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--frames", type=int, default=640, help="latents to generate (640 = 29.7 s)")
+    parser.add_argument("--frames", type=int, default=MAX_SEQUENCE_LENGTH, help="latents to generate (640 = 29.7 s)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--text-bytes", type=int, default=300, help="prompt length in UTF-8 bytes")
     parser.add_argument("--speaker-frames", type=int, default=640, help="reference latents (640 = 29.7 s)")

@@ -33,6 +33,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from .config import DEFAULT_PAUSE_S
 from .errors import InvalidAudio, InvalidInput, UnsupportedFormat
 
 __all__ = [
@@ -207,7 +208,7 @@ def join_segments(
     segments: Sequence[np.ndarray | torch.Tensor],
     sample_rate: int,
     *,
-    pause_s: float | Sequence[float] = 0.25,
+    pause_s: float | Sequence[float] = DEFAULT_PAUSE_S,
     fade_s: float = 0.01,
 ) -> np.ndarray:
     """Stitch rendered pieces into one (N,) float32 track with silence between them.

@@ -38,7 +38,7 @@ class ResidualUnit(nn.Module):
         return x + self.block(x)  # (B, C, L)
 
 
-class EncoderBlock(nn.Module):
+class ConvEncoderBlock(nn.Module):
     """Three residual units at dim/2, Snake, strided conv to dim, then a transformer or Identity."""
 
     def __init__(self, dim: int, stride: int, transformer: nn.Module | None = None) -> None:
@@ -65,7 +65,7 @@ class Encoder(nn.Module):
         for index, stride in enumerate(config.encoder_rates):
             dim *= 2
             last = index == len(config.encoder_rates) - 1
-            layers.append(EncoderBlock(dim, stride, self._transformer(config) if last else None))
+            layers.append(ConvEncoderBlock(dim, stride, self._transformer(config) if last else None))
         layers += [Snake(dim), CausalConv1d(dim, config.latent_dim, ENCODER_OUT_KERNEL)]
         self.block = nn.Sequential(*layers)
 

@@ -3,7 +3,9 @@
 The layout: ``pytorch_model.safetensors`` (conv weight-norm pairs as
 ``parametrizations.weight.original0/1``, VQ projections as ``weight_g/weight_v``, bf16 RoPE
 tables ``freqs_cis``, and in the published file also bool ``causal_mask`` buffers) and
-``config.json`` with the published fields (ours adds the transformer sizes).
+``config.json`` with the published fields (ours adds the transformer sizes). Upstream never
+reads ``config.json`` (it hard-codes the published values), so a checkpoint without one loads
+with the published configuration.
 """
 
 from __future__ import annotations
@@ -17,13 +19,11 @@ from safetensors.torch import save_file
 
 from .autoencoder import FishS1DAC
 from .checkpoint import load_state_strict, read_safetensors
-from .config import AutoencoderConfig
-from .errors import InvalidInput, WeightsError
+from .config import CONFIG_FILE, DEFAULT_AE_REPO, WEIGHTS_FILE, AutoencoderConfig
+from .errors import InvalidInput, WeightsError, WeightsNotFound
 from .hub import resolve_file
 
-DEFAULT_AE_REPO = "jordand/fish-s1-dac-min"
-WEIGHTS_FILE = "pytorch_model.safetensors"
-CONFIG_FILE = "config.json"
+PUBLISHED_CONFIG = AutoencoderConfig()  # fish-s1-dac-min, as upstream hard-codes it (spec §1.4)
 ROPE_TABLE = "freqs_cis"  # may be absent from a checkpoint: recomputed exactly (spec §5.2)
 CAUSAL_MASK = "causal_mask"  # published but unused: accepted and dropped on load, never written
 
@@ -67,14 +67,21 @@ def load_autoencoder(
 ) -> FishS1DAC:
     """Build the codec on ``meta`` and load it strictly (eval mode, no grad).
 
+    The architecture comes from ``config.json`` beside the weights, or is the published one
+    (:data:`PUBLISHED_CONFIG`) when there is none.
+
     ``dtype=float32`` (default) keeps the stored dtypes, i.e. float32 weights and bf16 RoPE
     tables as upstream; any other floating dtype (``bfloat16``: the low-memory setting) casts
     every floating tensor. Mismatched checkpoints raise ``CheckpointMismatch`` naming tensors.
     """
     if not dtype.is_floating_point:
         raise InvalidInput(f"autoencoder dtype must be a floating dtype, got {dtype}")
-    config = read_autoencoder_config(repo_or_dir, token=token, revision=revision)
-    state = read_safetensors(resolve_file(repo_or_dir, WEIGHTS_FILE, token=token, revision=revision), device=device)
+    weights_path = resolve_file(repo_or_dir, WEIGHTS_FILE, token=token, revision=revision)
+    try:
+        config = read_autoencoder_config(repo_or_dir, token=token, revision=revision)
+    except WeightsNotFound:
+        config = PUBLISHED_CONFIG  # no config.json: upstream's hard-coded configuration
+    state = read_safetensors(weights_path, device=device)
     if dtype != torch.float32:
         for name, tensor in state.items():  # one tensor at a time: peak = file + one cast copy
             if tensor.is_floating_point():

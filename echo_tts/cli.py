@@ -19,22 +19,21 @@ import os
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_PRESET, SAMPLE_RATE, SAMPLER_PRESETS
+from .config import DEFAULT_AE_REPO, DEFAULT_MODEL_REPO, DEFAULT_PAUSE_S, DEFAULT_PRESET, SAMPLE_RATE, SAMPLER_PRESETS
 from .errors import EchoTTSError, InvalidInput, UnsupportedFormat
 
 __all__ = ["build_parser", "main"]
 
-DEFAULT_MODEL = "jordand/echo-tts-base"
-DEFAULT_AE = "jordand/fish-s1-dac-min"
 SPEAKER_FILE_SUFFIX = ".safetensors"
-PAUSE_S = 0.25  # silence between the pieces of a long text
 _EXTENSION_ALIASES = {"raw": "pcm", "ogg": "opus", "m4a": "aac"}
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default=DEFAULT_MODEL, help="EchoDiT repo id or directory (default: %(default)s)")
-    group.add_argument("--ae", default=DEFAULT_AE, help="autoencoder repo id or directory (default: %(default)s)")
+    group.add_argument(
+        "--model", default=DEFAULT_MODEL_REPO, help="EchoDiT repo id or directory (default: %(default)s)"
+    )
+    group.add_argument("--ae", default=DEFAULT_AE_REPO, help="autoencoder repo id or directory (default: %(default)s)")
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     group.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
                        help="DiT dtype; auto = bfloat16 on CUDA, float32 on CPU")  # fmt: skip
@@ -56,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the preset's)")
     synth.add_argument("--format", default=None, help="wav, flac, mp3, opus, aac or pcm (default: from -o)")
     synth.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: 44100)")
-    synth.add_argument("--max-piece-bytes", type=int, default=300,
-                       help="split longer text into pieces of at most this many UTF-8 bytes, about 20 s of "
-                            "speech at 300 (max 762, one generation) (default: %(default)s)")
+    synth.add_argument(
+        "--max-piece-bytes",
+        type=int,
+        default=300,
+        help="split longer text into pieces of at most this many UTF-8 bytes, about 20 s of "
+        "speech at 300 (max 762, one generation) (default: %(default)s)",
+    )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_flags(synth)
 
@@ -142,7 +145,7 @@ def _synth(args: argparse.Namespace) -> str:
         for index, piece in enumerate(pieces):
             result = pipe.synthesize(piece, speaker, config, seed=args.seed + index, progress=lambda *_: bar.update())
             rendered.append(result.samples)
-    samples = join_segments(rendered, SAMPLE_RATE, pause_s=PAUSE_S)
+    samples = join_segments(rendered, SAMPLE_RATE, pause_s=DEFAULT_PAUSE_S)
     if samples.size == 0:
         raise InvalidInput("the model produced no speech for this text (cropped to 0 samples); try another seed")
     args.output.write_bytes(encode_audio(samples, SAMPLE_RATE, fmt, out_sample_rate=args.sample_rate))
@@ -152,7 +155,7 @@ def _synth(args: argparse.Namespace) -> str:
 def _encode_speaker(args: argparse.Namespace) -> str:
     from .audio import load_audio
     from .autoencoder_weights import load_autoencoder
-    from .pipeline import as_dtype
+    from .dtypes import as_dtype
     from .speaker import speaker_latents_from_audio
     from .weights import load_pca
 

@@ -25,6 +25,14 @@ MAX_SPEAKER_LATENT_LENGTH = 6400  # reference latents, the training maximum (297
 SPEAKER_CHUNK_LATENTS = 640  # references are encoded in independent chunks of this many latents
 MAX_REFERENCE_SECONDS = 300.0  # load_audio reads at most this much of a reference file
 SPEAKER_PATCH_SIZE = 4  # latent frames per speaker token
+DEFAULT_PAUSE_S = 0.25  # silence put between the rendered pieces of a long text
+
+# --- the published weights (spec §1.4) -----------------------------------------------------
+DEFAULT_MODEL_REPO = "jordand/echo-tts-base"  # EchoDiT weights + PCA basis
+DEFAULT_AE_REPO = "jordand/fish-s1-dac-min"  # the Fish S1-DAC autoencoder
+WEIGHTS_FILE = "pytorch_model.safetensors"  # the weights file name in both repos
+CONFIG_FILE = "config.json"  # architecture file: the AE repo has one, the DiT repo none (ours write it)
+PCA_FILE = "pca_state.safetensors"  # the PCA basis, in the DiT repo
 
 
 def unknown_fields(dataclass_or_instance: Any, names: Iterable[str]) -> list[str]:
@@ -37,7 +45,7 @@ def unknown_fields(dataclass_or_instance: Any, names: Iterable[str]) -> list[str
 class EchoDiTConfig:
     """Hyper-parameters of EchoDiT, named as the upstream constructor arguments (spec §3.1)."""
 
-    latent_size: int = 80
+    latent_size: int = LATENT_DIM
     model_size: int = 2048
     num_layers: int = 24
     num_heads: int = 16
@@ -48,7 +56,7 @@ class EchoDiTConfig:
     text_num_layers: int = 14
     text_num_heads: int = 10
     text_intermediate_size: int = 3328
-    speaker_patch_size: int = 4
+    speaker_patch_size: int = SPEAKER_PATCH_SIZE
     speaker_model_size: int = 1280
     speaker_num_layers: int = 14
     speaker_num_heads: int = 10

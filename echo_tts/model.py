@@ -65,7 +65,7 @@ class EncoderAttention(nn.Module):
         return self.wo(out * torch.sigmoid(gate))  # (B, N, E)
 
 
-class EncoderBlock(nn.Module):
+class TransformerEncoderBlock(nn.Module):
     """Pre-norm transformer block of the encoders: x += attn(norm x); x += mlp(norm x)."""
 
     def __init__(self, dim: int, num_heads: int, hidden: int, eps: float) -> None:
@@ -92,7 +92,7 @@ class TextEncoder(nn.Module):
         self.head_dim = c.text_head_dim
         self.text_embedding = nn.Embedding(c.text_vocab_size, c.text_model_size)
         self.blocks = nn.ModuleList(
-            EncoderBlock(c.text_model_size, c.text_num_heads, c.text_intermediate_size, c.norm_eps)
+            TransformerEncoderBlock(c.text_model_size, c.text_num_heads, c.text_intermediate_size, c.norm_eps)
             for _ in range(c.text_num_layers)
         )
 
@@ -119,7 +119,7 @@ class SpeakerEncoder(nn.Module):
         self.head_dim = c.speaker_head_dim
         self.in_proj = nn.Linear(c.latent_size * c.speaker_patch_size, c.speaker_model_size, bias=True)
         self.blocks = nn.ModuleList(
-            EncoderBlock(c.speaker_model_size, c.speaker_num_heads, c.speaker_intermediate_size, c.norm_eps)
+            TransformerEncoderBlock(c.speaker_model_size, c.speaker_num_heads, c.speaker_intermediate_size, c.norm_eps)
             for _ in range(c.speaker_num_layers)
         )
 

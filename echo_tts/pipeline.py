@@ -10,11 +10,9 @@ decode → crop at the end-of-speech flattening point.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,43 +20,28 @@ import torch
 from .audio import AudioSource, load_audio
 from .autoencoder import FishS1DAC
 from .autoencoder_weights import load_autoencoder
-from .config import AE_DOWNSAMPLE_FACTOR, DEFAULT_PRESET, SAMPLE_RATE, SamplerConfig, sampler_preset
-from .errors import InvalidInput, WeightsNotFound
-from .hub import resolve_file
+from .compilation import compile_echo_dit
+from .config import (
+    AE_DOWNSAMPLE_FACTOR,
+    DEFAULT_AE_REPO,
+    DEFAULT_MODEL_REPO,
+    DEFAULT_PRESET,
+    SAMPLE_RATE,
+    SamplerConfig,
+    sampler_preset,
+)
+from .dtypes import as_dtype
+from .errors import InvalidInput
+from .fingerprint import fingerprint_files, weights_revision
 from .model import EchoDiT
 from .pca import PCAState
-from .sampler import encode_conditioning, find_flattening_point, sample
+from .sampler import ProgressCallback, ShouldCancel, encode_conditioning, find_flattening_point, sample
 from .speaker import SpeakerLatents, batch_speakers, empty_speaker, speaker_latents_from_audio
 from .text import encode_texts
 from .weights import load_echo_dit, load_pca
 
+# as_dtype, fingerprint_files and the default repos live in their own modules; importable from here too
 __all__ = ["DEFAULT_AE_REPO", "DEFAULT_MODEL_REPO", "Pipeline", "SynthesisResult", "as_dtype", "fingerprint_files"]
-
-DEFAULT_MODEL_REPO = "jordand/echo-tts-base"
-DEFAULT_AE_REPO = "jordand/fish-s1-dac-min"
-_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
-_FINGERPRINT_FILES = (
-    (0, "config.json"),
-    (0, "pytorch_model.safetensors"),
-    (0, "pca_state.safetensors"),
-    (1, "config.json"),
-    (1, "pytorch_model.safetensors"),
-)
-_SAMPLE_BYTES = 1 << 16  # bytes read at each of the sampled offsets of a large weights file
-_SAMPLES_PER_FILE = 64
-
-Progress = Callable[[int, int], None]
-ShouldCancel = Callable[[], bool]
-
-
-def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    """``torch.bfloat16``/``torch.float32`` or their names ("bfloat16", "bf16", "float32", "fp32")."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise InvalidInput(f"unknown dtype {dtype!r}; use one of: {', '.join(_DTYPES)}") from None
 
 
 @dataclass(frozen=True)
@@ -74,41 +57,6 @@ class SynthesisResult:
     @property
     def duration_s(self) -> float:
         return self.samples.shape[0] / self.sample_rate
-
-
-def _digest_file(hasher: hashlib._Hash, path: Path) -> None:
-    """Feed name, size and content (all of it when small, 64 spread 64-KiB samples when large)."""
-    size = path.stat().st_size
-    hasher.update(f"{path.name}:{size}:".encode())
-    with open(path, "rb") as handle:
-        if size <= _SAMPLE_BYTES * _SAMPLES_PER_FILE:
-            hasher.update(handle.read())
-            return
-        for index in range(_SAMPLES_PER_FILE):
-            handle.seek((size - _SAMPLE_BYTES) * index // (_SAMPLES_PER_FILE - 1))
-            hasher.update(handle.read(_SAMPLE_BYTES))
-
-
-def fingerprint_files(paths: Sequence[Path]) -> str:
-    """A stable 32-hex-digit id of weight files: names, sizes and (sampled) content.
-
-    Reads at most 4 MiB per file, so it costs milliseconds even for the 5.6 GB DiT, yet two
-    random checkpoints of the same shapes (different seeds) get different ids.
-    """
-    hasher = hashlib.sha256()
-    for path in paths:
-        _digest_file(hasher, path)
-    return hasher.hexdigest()[:32]
-
-
-def _weights_revision(model_repo: str, ae_repo: str, token: str | None) -> str:
-    paths = []
-    for which, name in _FINGERPRINT_FILES:
-        try:
-            paths.append(resolve_file((model_repo, ae_repo)[which], name, token=token))
-        except WeightsNotFound:
-            continue  # the published DiT repo has no config.json
-    return fingerprint_files(paths)
 
 
 class Pipeline:
@@ -162,8 +110,8 @@ class Pipeline:
         pca = load_pca(model_repo, device=device, token=token)
         autoencoder = load_autoencoder(ae_repo, device=device, dtype=as_dtype(ae_dtype), token=token)
         if compile:
-            model.forward = torch.compile(model.forward)  # type: ignore[method-assign]
-        revision = _weights_revision(model_repo, ae_repo, token)
+            compile_echo_dit(model)
+        revision = weights_revision(model_repo, ae_repo, token)
         return cls(model, autoencoder, pca, model_revision=revision, cuda_graphs=cuda_graphs and not compile)
 
     @property
@@ -208,7 +156,7 @@ class Pipeline:
         config: SamplerConfig | str = DEFAULT_PRESET,
         seed: int = 0,
         *,
-        progress: Progress | None = None,
+        progress: ProgressCallback | None = None,
         should_cancel: ShouldCancel | None = None,
     ) -> SynthesisResult:
         """Render one text (at most 768 tokens after normalisation) in ``speaker``'s voice.
@@ -230,7 +178,7 @@ class Pipeline:
         config: SamplerConfig | str = DEFAULT_PRESET,
         seeds: Sequence[int] | None = None,
         *,
-        progress: Progress | None = None,
+        progress: ProgressCallback | None = None,
         should_cancel: ShouldCancel | None = None,
     ) -> list[SynthesisResult]:
         """Render several texts in one sampler batch; item i uses ``speakers[i]`` and ``seeds[i]``.

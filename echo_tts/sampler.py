@@ -19,11 +19,11 @@ import torch
 from .config import LATENT_DIM, SPEAKER_PATCH_SIZE, SamplerConfig
 from .errors import Cancelled, InvalidInput, InvalidSamplerConfig
 from .graphs import Forward, make_forward
+from .model import KVCache
 from .text import TextBatch
 
-KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # one (K, V) pair per DiT layer, (B, N, H, Dh)
-Progress = Callable[[int, int], None]
-ShouldCancel = Callable[[], bool]
+ProgressCallback = Callable[[int, int], None]  # progress(step, total), after every diffusion step
+ShouldCancel = Callable[[], bool]  # asked before every step: True raises Cancelled
 Seeds = int | Sequence[int]
 
 INIT_SCALE = 0.999  # upstream scales the schedule so that rescaling can apply at the first step
@@ -232,7 +232,7 @@ class _Run:
     schedule: torch.Tensor  # (N+1,) float32 on the model device
     schedule_cpu: torch.Tensor  # the same values on the CPU, for the Python-side comparisons
     total: int
-    progress: Progress | None
+    progress: ProgressCallback | None
     should_cancel: ShouldCancel | None
     done: int = 0
 
@@ -273,7 +273,7 @@ def sample(
     config: SamplerConfig,
     *,
     seeds: Seeds,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     should_cancel: ShouldCancel | None = None,
     cuda_graphs: bool = False,
 ) -> torch.Tensor:
@@ -304,7 +304,7 @@ def sample_blockwise(
     *,
     seeds: Seeds,
     continuation: torch.Tensor | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     should_cancel: ShouldCancel | None = None,
 ) -> torch.Tensor:
     """Blockwise generation (spec §7): returns the whole buffer (B, P + sum(block_sizes), 80)
@@ -339,18 +339,32 @@ def sample_blockwise(
     return buffer
 
 
+def first_flat_window(
+    data: torch.Tensor,
+    *,
+    target_value: float = 0.0,
+    window_size: int = FLATTEN_WINDOW,
+    std_threshold: float = FLATTEN_STD,
+    mean_threshold: float = FLATTEN_MEAN,
+) -> int:
+    """The window scan of spec §6.7 on data (S, ...): append ``window_size`` zero frames, then the
+    first i whose ``window_size``-frame window (all its values) has unbiased std < ``std_threshold``
+    and |mean - target_value| < ``mean_threshold``; S if none. Computed in float32."""
+    length = data.shape[0]
+    if length == 0:
+        return 0
+    padded = torch.cat([data.float(), data.new_zeros((window_size, *data.shape[1:]), dtype=torch.float32)])
+    windows = padded.unfold(0, window_size, 1)[:length]  # (S, ..., W)
+    flat = windows.movedim(-1, 1).reshape(length, -1)  # (S, W * ...), frame-major
+    quiet = (flat.std(dim=1) < std_threshold) & ((flat.mean(dim=1) - target_value).abs() < mean_threshold)  # (S,)
+    hits = torch.nonzero(quiet)
+    return int(hits[0]) if hits.numel() else length
+
+
 @torch.inference_mode()
 def find_flattening_point(latents: torch.Tensor) -> int:
     """End of speech in (S, 80) latents (spec §6.7): the first i in 0..S-1 whose 20-frame window
     (after appending 20 zero frames) has unbiased std < 0.05 and |mean| < 0.1; S if none."""
     if latents.ndim != 2 or latents.shape[1] != LATENT_DIM:
         raise InvalidInput(f"latents must be (S, {LATENT_DIM}), got {tuple(latents.shape)}")
-    length = latents.shape[0]
-    if length == 0:
-        return 0
-    padded = torch.cat([latents.float(), torch.zeros((FLATTEN_WINDOW, LATENT_DIM), device=latents.device)])
-    windows = padded.unfold(0, FLATTEN_WINDOW, 1)[:length]  # (S, 80, 20)
-    flat = windows.transpose(1, 2).reshape(length, FLATTEN_WINDOW * LATENT_DIM)  # (S, 1600), frame-major
-    quiet = (flat.std(dim=1) < FLATTEN_STD) & (flat.mean(dim=1).abs() < FLATTEN_MEAN)  # (S,)
-    hits = torch.nonzero(quiet)
-    return int(hits[0]) if hits.numel() else length
+    return first_flat_window(latents)

@@ -17,7 +17,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-from .config import AE_DOWNSAMPLE_FACTOR, LATENT_DIM, MAX_SPEAKER_LATENT_LENGTH, SPEAKER_CHUNK_LATENTS
+from .config import AE_DOWNSAMPLE_FACTOR, LATENT_DIM, MAX_SPEAKER_LATENT_LENGTH, SAMPLE_RATE, SPEAKER_CHUNK_LATENTS
 from .config import SPEAKER_PATCH_SIZE as PATCH
 from .errors import InvalidAudio, InvalidInput
 
@@ -35,10 +35,10 @@ FILE_FORMAT = "echo-tts-speaker-latents"
 FILE_VERSION = "1"
 LATENTS_KEY = "speaker_latents"
 MASK_KEY = "speaker_mask"
-CHUNK_SAMPLES = SPEAKER_CHUNK_LATENTS * AE_DOWNSAMPLE_FACTOR  # 1,310,720 samples, ~29.7 s
+CHUNK_SAMPLES = SPEAKER_CHUNK_LATENTS * AE_DOWNSAMPLE_FACTOR  # the default chunk: 1,310,720 samples, ~29.7 s
 MIN_REFERENCE_SAMPLES = PATCH * AE_DOWNSAMPLE_FACTOR  # 8192 samples, ~0.19 s: one speaker patch
 
-Encoder = Callable[[torch.Tensor], torch.Tensor]  # (1, 1, C) audio -> (1, C / 2048, 80) latents
+ChunkEncoder = Callable[[torch.Tensor], torch.Tensor]  # (1, 1, C) audio -> (1, C / 2048, 80) latents
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,19 +147,21 @@ def empty_speaker(length: int = PATCH) -> SpeakerLatents:
 @torch.no_grad()
 def speaker_latents_from_audio(
     audio: torch.Tensor,
-    encode: Encoder,
+    encode: ChunkEncoder,
     *,
     max_latents: int = MAX_SPEAKER_LATENT_LENGTH,
     bucket: int | None = None,
+    chunk_latents: int = SPEAKER_CHUNK_LATENTS,
 ) -> SpeakerLatents:
     """Encode a reference clip ``audio`` (1, N) at 44.1 kHz into speaker latents (spec §4.2).
 
-    ``encode`` maps (1, 1, 1_310_720) audio to (1, 640, 80) latents (AE + PCA); the audio's
-    dtype and device are passed through to it unchanged. Steps, as upstream:
+    ``encode`` maps (1, 1, K·2048) audio to (1, K, 80) latents (AE + PCA), K = ``chunk_latents``
+    (640 by default: 1,310,720 samples); the audio's dtype and device are passed through to it
+    unchanged. Steps, as upstream:
 
     1. Truncate to M·2048 samples, M = ``bucket`` when given, else ``max_latents``.
-    2. Cut into 640-latent chunks (1,310,720 samples), zero-pad the last on the right, encode
-       each chunk on its own and concatenate: T_raw = 640·ceil(N / chunk) frames.
+    2. Cut into K-latent chunks (K·2048 samples), zero-pad the last on the right, encode
+       each chunk on its own and concatenate: T_raw = K·ceil(N / chunk) frames.
     3. Frame j is valid iff j < floor(N / 2048).
     4. Without a bucket keep only the valid frames. With a bucket, pad with zero latents
        (mask False) up to ``bucket`` frames when T_raw is shorter, never crop when longer;
@@ -171,6 +173,9 @@ def speaker_latents_from_audio(
     limit = bucket if bucket is not None else max_latents
     if int(limit) < PATCH:
         raise InvalidInput(f"max_latents/bucket must be >= {PATCH} latent frames, got {limit}")
+    chunk_latents = int(chunk_latents)
+    if chunk_latents < 1:
+        raise InvalidInput(f"chunk_latents must be >= 1 latent frame, got {chunk_latents}")
     if not isinstance(audio, torch.Tensor) or audio.ndim != 2 or audio.shape[0] != 1:
         shape = tuple(audio.shape) if isinstance(audio, torch.Tensor) else type(audio).__name__
         raise InvalidAudio(f"reference audio must be a (1, N) tensor, got {shape}")
@@ -179,9 +184,11 @@ def speaker_latents_from_audio(
     if num_samples < MIN_REFERENCE_SAMPLES:
         raise InvalidAudio(
             f"reference audio is too short: {num_samples} samples; the minimum is {MIN_REFERENCE_SAMPLES} "
-            f"samples ({MIN_REFERENCE_SAMPLES / 44_100:.3f} s at 44.1 kHz, one speaker patch)"
+            f"samples ({MIN_REFERENCE_SAMPLES / SAMPLE_RATE:.3f} s at 44.1 kHz, one speaker patch)"
         )
-    latents = torch.cat([_encode_chunk(audio, start, encode) for start in range(0, num_samples, CHUNK_SAMPLES)], dim=1)
+    chunk = chunk_latents * AE_DOWNSAMPLE_FACTOR  # samples per chunk
+    pieces = [_encode_chunk(audio[:, i : i + chunk], encode, chunk_latents) for i in range(0, num_samples, chunk)]
+    latents = torch.cat(pieces, dim=1)  # (1, T_raw, 80)
     valid = num_samples // AE_DOWNSAMPLE_FACTOR
     mask = torch.arange(latents.shape[1]).unsqueeze(0) < valid  # (1, T_raw)
     if bucket is None:
@@ -194,14 +201,13 @@ def speaker_latents_from_audio(
     return SpeakerLatents(latents[:, :length].contiguous(), mask[:, :length].contiguous())
 
 
-def _encode_chunk(audio: torch.Tensor, start: int, encode: Encoder) -> torch.Tensor:
-    chunk = audio[:, start : start + CHUNK_SAMPLES]  # (1, <=C)
-    chunk = F.pad(chunk, (0, CHUNK_SAMPLES - chunk.shape[1]))  # (1, C), zeros on the right
-    latents = encode(chunk.unsqueeze(0))  # (1, 640, 80)
-    if tuple(latents.shape) != (1, SPEAKER_CHUNK_LATENTS, LATENT_DIM):
+def _encode_chunk(chunk: torch.Tensor, encode: ChunkEncoder, chunk_latents: int) -> torch.Tensor:
+    """chunk (1, <=K·2048) audio, zero-padded on the right to K·2048 samples -> (1, K, 80) float32 on the CPU."""
+    chunk = F.pad(chunk, (0, chunk_latents * AE_DOWNSAMPLE_FACTOR - chunk.shape[1]))  # (1, C), zeros on the right
+    latents = encode(chunk.unsqueeze(0))  # (1, K, 80)
+    if tuple(latents.shape) != (1, chunk_latents, LATENT_DIM):
         raise ValueError(
-            f"encode returned shape {tuple(latents.shape)} for one chunk; expected (1, {SPEAKER_CHUNK_LATENTS}, "
-            f"{LATENT_DIM})"
+            f"encode returned shape {tuple(latents.shape)} for one chunk; expected (1, {chunk_latents}, {LATENT_DIM})"
         )
     return latents.to("cpu", torch.float32)
 

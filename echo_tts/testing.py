@@ -37,15 +37,22 @@ import torch
 
 from .autoencoder import FishS1DAC
 from .autoencoder_weights import save_autoencoder
-from .config import LATENT_DIM, TINY_AUTOENCODER_CONFIG, AutoencoderConfig, EchoDiTConfig
+from .config import (
+    DEFAULT_AE_REPO,
+    DEFAULT_MODEL_REPO,
+    LATENT_DIM,
+    TINY_AUTOENCODER_CONFIG,
+    AutoencoderConfig,
+    EchoDiTConfig,
+)
 from .model import EchoDiT
 from .pca import PCAState
 from .weights import save_echo_dit, save_pca
 
 __all__ = ["SIZES", "TINY_DIT_CONFIG", "make_checkpoint", "make_tiny_autoencoder", "make_tiny_dit", "make_tiny_pca"]
 
-MODEL_SUBDIR = "echo-tts-base"
-AE_SUBDIR = "fish-s1-dac-min"
+MODEL_SUBDIR = DEFAULT_MODEL_REPO.rsplit("/", 1)[-1]  # "echo-tts-base": the published repos' names
+AE_SUBDIR = DEFAULT_AE_REPO.rsplit("/", 1)[-1]  # "fish-s1-dac-min"
 
 TINY_DIT_CONFIG = EchoDiTConfig(
     model_size=128,  # 80 dims carry x, 32 the "speech" signal, the last one a constant

@@ -18,11 +18,24 @@ import torch
 from . import audio as _audio
 from .autoencoder import FishS1DAC
 from .autoencoder_weights import load_autoencoder
-from .config import AE_DOWNSAMPLE_FACTOR, LATENT_DIM, MAX_TEXT_LENGTH, SamplerConfig
+from .compilation import compile_autoencoder, compile_echo_dit
+from .config import (
+    AE_DOWNSAMPLE_FACTOR,
+    DEFAULT_AE_REPO,
+    DEFAULT_MODEL_REPO,
+    LATENT_DIM,
+    MAX_REFERENCE_SECONDS,
+    MAX_SEQUENCE_LENGTH,
+    MAX_SPEAKER_LATENT_LENGTH,
+    MAX_TEXT_LENGTH,
+    PCA_FILE,
+    SPEAKER_PATCH_SIZE,
+    SamplerConfig,
+)
 from .errors import InvalidInput
 from .model import EchoDiT
 from .pca import PCAState
-from .sampler import encode_conditioning, sample, sample_blockwise
+from .sampler import FLATTEN_STD, FLATTEN_WINDOW, encode_conditioning, first_flat_window, sample, sample_blockwise
 from .speaker import CHUNK_SAMPLES, speaker_latents_from_audio
 from .text import TextBatch, tokenize_truncating
 from .weights import load_echo_dit, load_pca
@@ -43,13 +56,12 @@ __all__ = [
     "sample_pipeline",
 ]
 
-MAX_SPEAKER_LATENT_LENGTH = 6400
 SampleFn = Callable[..., torch.Tensor]
 
 
 # --- loading ------------------------------------------------------------------------------
 def load_model_from_hf(
-    repo_id: str = "jordand/echo-tts-base",
+    repo_id: str = DEFAULT_MODEL_REPO,
     device: str | torch.device = "cuda",
     dtype: torch.dtype | None = torch.bfloat16,
     compile: bool = False,
@@ -59,15 +71,12 @@ def load_model_from_hf(
     """EchoDiT in eval mode; ``compile`` wraps forward and the three K/V-cache builders."""
     model = load_echo_dit(repo_id, device=device, dtype=dtype, token=token, drop_blockwise=delete_blockwise_modules)
     if compile:
-        names = ["forward", "get_kv_cache_text", "get_kv_cache_speaker"]
-        names += ["get_kv_cache_latent"] if model.blockwise else []
-        for name in names:
-            setattr(model, name, torch.compile(getattr(model, name)))
+        compile_echo_dit(model, kv_caches=True)
     return model
 
 
 def load_fish_ae_from_hf(
-    repo_id: str = "jordand/fish-s1-dac-min",
+    repo_id: str = DEFAULT_AE_REPO,
     device: str | torch.device = "cuda",
     dtype: torch.dtype | None = torch.float32,
     compile: bool = False,
@@ -75,24 +84,22 @@ def load_fish_ae_from_hf(
 ) -> FishS1DAC:
     """The S1-DAC codec; float32 keeps the stored dtypes, another dtype casts every float tensor."""
     ae = load_autoencoder(repo_id, device=device, dtype=dtype if dtype is not None else torch.float32, token=token)
-    if compile:  # upstream compiles the quantizer's resamplers and transformers only
-        quantizer = ae.quantizer
-        for module in (*quantizer.downsample, *quantizer.upsample, quantizer.pre_module, quantizer.post_module):
-            module.forward = torch.compile(module.forward)
+    if compile:
+        compile_autoencoder(ae)
     return ae
 
 
 def load_pca_state_from_hf(
-    repo_id: str = "jordand/echo-tts-base",
+    repo_id: str = DEFAULT_MODEL_REPO,
     device: str | torch.device = "cuda",
-    filename: str = "pca_state.safetensors",
+    filename: str = PCA_FILE,
     token: str | None = None,
 ) -> PCAState:
     """``PCAState(pca_components, pca_mean, latent_scale: float)`` on ``device``."""
     return load_pca(repo_id, device=device, token=token, filename=filename)
 
 
-def load_audio(path, max_duration: float = 300) -> torch.Tensor:
+def load_audio(path, max_duration: float = MAX_REFERENCE_SECONDS) -> torch.Tensor:
     """(1, N) float32 mono at 44.1 kHz: the first ``max_duration`` seconds, peak-guarded (spec §4.1)."""
     return _audio.load_audio(path, max_duration=max_duration)
 
@@ -148,7 +155,7 @@ def sample_euler_cfg_independent_guidances(
     speaker_kv_scale: float | None,
     speaker_kv_max_layers: int | None,
     speaker_kv_min_t: float | None,
-    sequence_length: int = 640,
+    sequence_length: int = MAX_SEQUENCE_LENGTH,
 ) -> torch.Tensor:
     """Latents (B, sequence_length, 80) float32 (spec §6). One generator seeded ``rng_seed`` draws
     the (B, S, 80) noise at once, exactly as upstream (for B > 1 item i differs from a render of
@@ -197,19 +204,16 @@ def sample_blockwise_euler_cfg_independent_guidances(
 
 
 def find_flattening_point(
-    data: torch.Tensor, target_value: float = 0.0, window_size: int = 20, std_threshold: float = 0.05
+    data: torch.Tensor,
+    target_value: float = 0.0,
+    window_size: int = FLATTEN_WINDOW,
+    std_threshold: float = FLATTEN_STD,
 ) -> int:
     """First i whose ``window_size``-frame window (after appending that many zero frames) has unbiased
-    std < ``std_threshold`` and |mean - target_value| < 0.1; ``len(data)`` if none (spec §6.7)."""
-    length = data.shape[0]
-    if length == 0:
-        return 0
-    padded = torch.cat([data.float(), data.new_zeros((window_size, *data.shape[1:]), dtype=torch.float32)])
-    windows = padded.unfold(0, window_size, 1)[:length]  # (S, ..., W)
-    flat = windows.movedim(-1, 1).reshape(length, -1)  # (S, W * ...), frame-major
-    quiet = (flat.std(dim=1) < std_threshold) & ((flat.mean(dim=1) - target_value).abs() < 0.1)
-    hits = torch.nonzero(quiet)
-    return int(hits[0]) if hits.numel() else length
+    std < ``std_threshold`` and |mean - target_value| < 0.1; ``len(data)`` if none (spec §6.7).
+
+    Upstream's signature over :func:`echo_tts.sampler.first_flat_window`; ``data`` is (S, ...)."""
+    return first_flat_window(data, target_value=target_value, window_size=window_size, std_threshold=std_threshold)
 
 
 def crop_audio_to_flattening_point(audio: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
@@ -236,14 +240,27 @@ def get_speaker_latent_and_mask(
     max_speaker_latent_length: int = MAX_SPEAKER_LATENT_LENGTH,
     audio_chunk_size: int = CHUNK_SAMPLES,
     pad_to_max: bool = False,
-    divis_by_patch_size: int = 4,
+    divis_by_patch_size: int = SPEAKER_PATCH_SIZE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Speaker latents (1, T, 80) float32 and mask (1, T) bool of a (1, N) reference (spec §4.2)."""
-    if audio_chunk_size != CHUNK_SAMPLES or divis_by_patch_size != 4:
-        raise InvalidInput(f"only audio_chunk_size={CHUNK_SAMPLES} and divis_by_patch_size=4 are supported")
+    """Speaker latents (1, T, 80) float32 and mask (1, T) bool of a (1, N) reference (spec §4.2).
+
+    ``audio_chunk_size`` (samples per independently encoded chunk) may be any positive multiple of
+    2048 (whole latent frames); ``divis_by_patch_size`` must be the speaker patch size, 4.
+    """
+    if audio_chunk_size < AE_DOWNSAMPLE_FACTOR or audio_chunk_size % AE_DOWNSAMPLE_FACTOR:
+        raise InvalidInput(
+            f"audio_chunk_size must be a positive multiple of {AE_DOWNSAMPLE_FACTOR} samples (whole latent "
+            f"frames), got {audio_chunk_size}"
+        )
+    if divis_by_patch_size != SPEAKER_PATCH_SIZE:
+        raise InvalidInput(f"only divis_by_patch_size={SPEAKER_PATCH_SIZE} (the speaker patch size) is supported")
     bucket = max_speaker_latent_length if pad_to_max else None
     speaker = speaker_latents_from_audio(
-        audio, lambda chunk: ae_encode(fish_ae, pca_state, chunk), max_latents=max_speaker_latent_length, bucket=bucket
+        audio,
+        lambda chunk: ae_encode(fish_ae, pca_state, chunk),
+        max_latents=max_speaker_latent_length,
+        bucket=bucket,
+        chunk_latents=audio_chunk_size // AE_DOWNSAMPLE_FACTOR,
     )
     return speaker.latents.to(audio.device), speaker.mask.to(audio.device)
 

@@ -17,16 +17,12 @@ import torch
 from safetensors.torch import save_file
 
 from .checkpoint import load_state_strict, read_safetensors
-from .config import EchoDiTConfig
+from .config import CONFIG_FILE, DEFAULT_MODEL_REPO, PCA_FILE, WEIGHTS_FILE, EchoDiTConfig
 from .errors import CheckpointMismatch, WeightsError, WeightsNotFound
 from .hub import resolve_file
 from .model import EchoDiT
 from .pca import PCAState
 
-DEFAULT_MODEL_REPO = "jordand/echo-tts-base"
-MODEL_FILE = "pytorch_model.safetensors"
-CONFIG_FILE = "config.json"
-PCA_FILE = "pca_state.safetensors"
 PCA_KEYS = ("pca_components", "pca_mean", "latent_scale")
 # Tensors used only by blockwise/continuation generation (spec §3.11): 219 of the 1336.
 BLOCKWISE_PREFIXES = ("latent_encoder.", "latent_norm")
@@ -65,7 +61,7 @@ def load_echo_dit(
     ``drop_blockwise=True`` builds the model without the latent-prefix weights and ignores them in
     the checkpoint (which may also lack them); otherwise they are required.
     """
-    weights_path = resolve_file(repo_or_dir, MODEL_FILE, token=token, revision=revision)
+    weights_path = resolve_file(repo_or_dir, WEIGHTS_FILE, token=token, revision=revision)
     config = _read_dit_config(repo_or_dir, token, revision)
     state = read_safetensors(weights_path, device=device)
     if drop_blockwise:
@@ -83,9 +79,9 @@ def save_echo_dit(model: EchoDiT, directory: PathLike) -> Path:
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(target / MODEL_FILE))
+    save_file(state, str(target / WEIGHTS_FILE))
     (target / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(model.config), indent=2) + "\n")
-    return target / MODEL_FILE
+    return target / WEIGHTS_FILE
 
 
 def _check_pca_state(state: dict[str, torch.Tensor], where: str) -> None:

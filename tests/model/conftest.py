@@ -19,9 +19,9 @@ from echo_tts.pipeline import Pipeline
 from echo_tts.testing import make_checkpoint
 from echo_tts.weights import save_echo_dit, save_pca
 
-TINY_DIT_SEED = 1234
+RANDOM_DIT_SEED = 1234
 HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"  # the commit id the offline hub cache files repos under
-TINY_DIT_CONFIG = EchoDiTConfig(
+RANDOM_DIT_CONFIG = EchoDiTConfig(
     model_size=64,
     num_layers=2,
     num_heads=4,
@@ -39,7 +39,7 @@ TINY_DIT_CONFIG = EchoDiTConfig(
 )
 
 
-def make_tiny_dit(config: EchoDiTConfig = TINY_DIT_CONFIG, *, seed: int = TINY_DIT_SEED, blockwise: bool = True):
+def make_random_dit(config: EchoDiTConfig = RANDOM_DIT_CONFIG, *, seed: int = RANDOM_DIT_SEED, blockwise: bool = True):
     """Random-init float32 EchoDiT on the CPU in eval mode; norm weights are perturbed away from 1."""
     with torch.random.fork_rng(devices=[]), torch.no_grad():  # leave the global RNG as it was
         torch.manual_seed(seed)
@@ -50,7 +50,7 @@ def make_tiny_dit(config: EchoDiTConfig = TINY_DIT_CONFIG, *, seed: int = TINY_D
     return model.eval().requires_grad_(False)
 
 
-def make_tiny_pca(*, seed: int = TINY_DIT_SEED, ae_dim: int = AE_LATENT_DIM) -> PCAState:
+def make_random_pca(*, seed: int = RANDOM_DIT_SEED, ae_dim: int = AE_LATENT_DIM) -> PCAState:
     """Orthonormal random components (80, ae_dim), a random mean and the published scale float32(1/18)."""
     generator = torch.Generator().manual_seed(seed)
     basis, _ = torch.linalg.qr(torch.randn(ae_dim, LATENT_DIM, generator=generator))  # (ae_dim, 80)
@@ -62,17 +62,17 @@ def make_tiny_pca(*, seed: int = TINY_DIT_SEED, ae_dim: int = AE_LATENT_DIM) -> 
 
 @pytest.fixture
 def tiny_dit_config() -> EchoDiTConfig:
-    return TINY_DIT_CONFIG
+    return RANDOM_DIT_CONFIG
 
 
 @pytest.fixture
 def tiny_dit(tiny_dit_config: EchoDiTConfig) -> EchoDiT:
-    return make_tiny_dit(tiny_dit_config)
+    return make_random_dit(tiny_dit_config)
 
 
 @pytest.fixture
 def tiny_pca() -> PCAState:
-    return make_tiny_pca()
+    return make_random_pca()
 
 
 @pytest.fixture

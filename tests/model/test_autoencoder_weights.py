@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from echo_tts import autoencoder_weights
 from echo_tts.autoencoder import FishS1DAC
 from echo_tts.autoencoder_weights import (
     CONFIG_FILE,
@@ -187,6 +188,28 @@ def test_a_non_floating_dtype_and_a_missing_directory_raise_named_errors(saved, 
         load_autoencoder(saved, dtype=torch.int8)
     with pytest.raises(WeightsNotFound):
         load_autoencoder(tmp_path / "nowhere")
+
+
+def test_without_config_json_the_published_architecture_is_expected(saved):
+    # Given a tiny codec saved without its config.json (upstream never reads one)
+    (saved / CONFIG_FILE).unlink()
+    # When it is loaded / Then the published configuration is assumed: its shapes disagree
+    assert autoencoder_weights.PUBLISHED_CONFIG == AutoencoderConfig.from_dict(PUBLISHED_CONFIG)
+    published_shape = r"decoder\.model\.0\.conv\.bias \(checkpoint \(16,\), model \(1536,\)\)"
+    with pytest.raises(CheckpointMismatch, match=published_shape):
+        load_autoencoder(saved)
+
+
+def test_a_checkpoint_without_config_json_loads_with_the_published_config(saved, tiny_ae, monkeypatch):
+    # Given a tiny codec saved without its config.json, and the tiny config standing in as the published one
+    (saved / CONFIG_FILE).unlink()
+    monkeypatch.setattr(autoencoder_weights, "PUBLISHED_CONFIG", TINY_AUTOENCODER_CONFIG)
+    # When it is loaded
+    loaded = load_autoencoder(saved)
+    # Then it has that config and gives identical outputs
+    assert loaded.config == TINY_AUTOENCODER_CONFIG
+    for ours, theirs in zip(_outputs(tiny_ae), _outputs(loaded), strict=True):
+        assert torch.equal(ours, theirs)
 
 
 def test_published_config_json_gives_the_full_size_defaults():

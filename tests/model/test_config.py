@@ -1,8 +1,18 @@
 import dataclasses
+import inspect
+import subprocess
+import sys
 
 import pytest
 
-from echo_tts.config import SAMPLER_PRESETS, EchoDiTConfig, SamplerConfig, sampler_preset
+from echo_tts.config import (
+    DEFAULT_AE_REPO,
+    DEFAULT_MODEL_REPO,
+    SAMPLER_PRESETS,
+    EchoDiTConfig,
+    SamplerConfig,
+    sampler_preset,
+)
 from echo_tts.errors import InvalidSamplerConfig
 
 
@@ -48,3 +58,30 @@ def test_dit_config_from_dict_rejects_unknown_keys():
     assert EchoDiTConfig.from_dict({"num_layers": 2}).num_layers == 2
     with pytest.raises(ValueError, match="num_layerz"):
         EchoDiTConfig.from_dict({"num_layerz": 2})
+
+
+def test_the_published_repos_are_named_once_in_the_torch_free_config():
+    # Given a fresh interpreter that imports only echo_tts.config
+    code = "import sys, echo_tts.config as c; print(c.DEFAULT_MODEL_REPO, c.DEFAULT_AE_REPO, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # Then it names the published repos without importing torch
+    assert out.split() == ["jordand/echo-tts-base", "jordand/fish-s1-dac-min", "False"]
+
+
+def test_every_loader_defaults_to_the_config_repos():
+    from echo_tts import autoencoder_weights, cli, pipeline, upstream, weights
+
+    def default(function, name: str):
+        return inspect.signature(function).parameters[name].default
+
+    # Then the DiT/PCA loaders default to DEFAULT_MODEL_REPO and the AE loaders to DEFAULT_AE_REPO
+    for function in (weights.load_echo_dit, weights.load_pca):
+        assert default(function, "repo_or_dir") == DEFAULT_MODEL_REPO
+    assert default(autoencoder_weights.load_autoencoder, "repo_or_dir") == DEFAULT_AE_REPO
+    for function in (upstream.load_model_from_hf, upstream.load_pca_state_from_hf):
+        assert default(function, "repo_id") == DEFAULT_MODEL_REPO
+    assert default(upstream.load_fish_ae_from_hf, "repo_id") == DEFAULT_AE_REPO
+    assert default(pipeline.Pipeline.from_pretrained, "model_repo") == DEFAULT_MODEL_REPO
+    assert default(pipeline.Pipeline.from_pretrained, "ae_repo") == DEFAULT_AE_REPO
+    args = cli.build_parser().parse_args(["encode-speaker", "ref.wav", "-o", "voice.safetensors"])
+    assert (args.model, args.ae) == (DEFAULT_MODEL_REPO, DEFAULT_AE_REPO)

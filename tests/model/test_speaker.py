@@ -26,14 +26,15 @@ class FakeEncoder:
     chunk it is given so tests can check the chunking.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, chunk_samples: int = CHUNK_SAMPLES) -> None:
         self.calls: list[torch.Tensor] = []
+        self.chunk_samples = chunk_samples
 
     def __call__(self, audio: torch.Tensor) -> torch.Tensor:
         self.calls.append(audio.clone())
-        assert audio.shape == (1, 1, CHUNK_SAMPLES)
-        pooled = audio.reshape(1, -1, HOP).mean(dim=-1, keepdim=True)  # (1, 640, 1)
-        return pooled * torch.arange(1, 81, dtype=torch.float32) + 0.001 * torch.arange(80)  # (1, 640, 80)
+        assert audio.shape == (1, 1, self.chunk_samples)
+        pooled = audio.reshape(1, -1, HOP).mean(dim=-1, keepdim=True)  # (1, K, 1)
+        return pooled * torch.arange(1, 81, dtype=torch.float32) + 0.001 * torch.arange(80)  # (1, K, 80)
 
 
 def ramp(num_samples: int) -> torch.Tensor:
@@ -130,6 +131,30 @@ def test_a_bucket_truncates_to_a_multiple_of_four_frames():
     speaker = speaker_latents_from_audio(ramp(20 * HOP), FakeEncoder(), bucket=7)
     # Then the 640 encoded frames stay, 7 valid, and the length is a multiple of 4
     assert speaker.length == 640 and speaker.valid_frames == 7
+
+
+def test_another_chunk_size_encodes_chunks_of_that_many_frames():
+    # Given 150.5 hops of audio and chunks of 64 latent frames
+    audio = ramp(150 * HOP + HOP // 2)
+    encoder = FakeEncoder(64 * HOP)
+    # When speaker latents are computed with chunk_latents=64
+    speaker = speaker_latents_from_audio(audio, encoder, chunk_latents=64)
+    # Then three chunks of 64 hops were encoded, the last one zero-padded after the audio
+    assert len(encoder.calls) == 3
+    assert torch.equal(encoder.calls[2][0, :, : audio.shape[1] - 128 * HOP], audio[:, 128 * HOP :])
+    assert not encoder.calls[2][0, 0, audio.shape[1] - 128 * HOP :].any()
+    # And the 148 valid frames (150 rounded down to a multiple of 4) are the per-hop encodings
+    assert speaker.length == 148 and speaker.mask.all()
+    torch.testing.assert_close(speaker.latents, expected_frames(audio, 148))
+    # And with a bucket of 200 the 192 encoded frames are padded to 200, the first 150 valid
+    bucketed = speaker_latents_from_audio(audio, FakeEncoder(64 * HOP), bucket=200, chunk_latents=64)
+    assert bucketed.length == 200 and bucketed.valid_frames == 150 and bucketed.mask[0, :150].all()
+    assert not bucketed.latents[0, 192:].any()
+
+
+def test_a_chunk_of_no_frames_is_refused():
+    with pytest.raises(InvalidInput, match="chunk_latents"):
+        speaker_latents_from_audio(ramp(8 * HOP), FakeEncoder(), chunk_latents=0)
 
 
 def test_max_latents_caps_the_reference_length():

@@ -12,7 +12,8 @@ import torch
 
 import echo_tts
 from echo_tts import upstream
-from echo_tts.config import SAMPLE_RATE, sampler_preset
+from echo_tts.config import AE_DOWNSAMPLE_FACTOR, SAMPLE_RATE, sampler_preset
+from echo_tts.errors import InvalidInput
 from echo_tts.sampler import encode_conditioning, sample
 from echo_tts.sampler import find_flattening_point as clean_flattening_point
 from echo_tts.speaker import batch_speakers, empty_speaker
@@ -92,6 +93,28 @@ def test_a_reference_clip_conditions_sample_pipeline_like_encode_speaker(parts, 
     audio_out, _ = upstream.sample_pipeline(model, fish_ae, pca_state, fn, TEXT, reference, 3)
     clean = pipe.synthesize(TEXT, voice, sampler_preset(PRESET).replace(num_steps=8), seed=3)
     np.testing.assert_allclose(audio_out[0, 0].numpy(), clean.samples, atol=2e-4)
+
+
+def test_get_speaker_latent_and_mask_takes_any_chunk_of_whole_latent_frames(parts):
+    # Given a reference of 150.5 latent frames and chunks of 64 frames
+    _, fish_ae, pca_state = parts
+    reference = 0.1 * torch.randn(1, 150 * AE_DOWNSAMPLE_FACTOR + 1024, generator=torch.Generator().manual_seed(4))
+    chunk = 64 * AE_DOWNSAMPLE_FACTOR
+    # When upstream encodes it in those chunks, without and with a bucket of 200 frames
+    latents, mask = upstream.get_speaker_latent_and_mask(fish_ae, pca_state, reference, audio_chunk_size=chunk)
+    padded, padded_mask = upstream.get_speaker_latent_and_mask(
+        fish_ae, pca_state, reference, max_speaker_latent_length=200, audio_chunk_size=chunk, pad_to_max=True
+    )
+    # Then the shapes and masks follow spec §4.2: 148 valid frames, or 200 with the first 150 valid
+    assert latents.shape == (1, 148, 80) and mask.shape == (1, 148) and bool(mask.all())
+    assert padded.shape == (1, 200, 80) and padded_mask[0].tolist() == [True] * 150 + [False] * 50
+    # And every chunk is encoded on its own: the second chunk's frames are ae_encode of its samples
+    second = upstream.ae_encode(fish_ae, pca_state, reference[:, None, chunk : 2 * chunk])
+    torch.testing.assert_close(latents[:, 64:128], second)
+    torch.testing.assert_close(padded[:, :148], latents)
+    # And a chunk size that is not whole latent frames is refused, naming the frame size
+    with pytest.raises(InvalidInput, match=str(AE_DOWNSAMPLE_FACTOR)):
+        upstream.get_speaker_latent_and_mask(fish_ae, pca_state, reference, audio_chunk_size=chunk + 1)
 
 
 def test_one_rng_seed_draws_the_whole_batch_at_once_as_upstream(parts):

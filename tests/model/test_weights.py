@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from echo_tts.errors import CheckpointMismatch, WeightsError, WeightsNotFound
 from echo_tts.model import EchoDiT
-from echo_tts.weights import MODEL_FILE, is_blockwise_tensor, load_echo_dit, save_echo_dit
+from echo_tts.weights import WEIGHTS_FILE, is_blockwise_tensor, load_echo_dit, save_echo_dit
 
 
 def _velocity(model: EchoDiT) -> torch.Tensor:
@@ -41,9 +41,9 @@ def _assert_same_network(loaded: EchoDiT, saved: EchoDiT) -> None:
 
 def _rewrite(directory: Path, edit) -> None:
     """Apply ``edit`` to the state dict stored in ``directory``."""
-    state = load_file(str(directory / MODEL_FILE))
+    state = load_file(str(directory / WEIGHTS_FILE))
     edit(state)
-    save_file(state, str(directory / MODEL_FILE))
+    save_file(state, str(directory / WEIGHTS_FILE))
 
 
 def test_a_saved_tiny_model_loads_from_a_directory_and_computes_the_same(tiny_dit, tiny_checkpoint_dir):
@@ -81,13 +81,13 @@ def test_an_unknown_repo_fails_naming_the_repo_and_the_file(offline_hub):
     with pytest.raises(WeightsNotFound) as error:
         load_echo_dit("acme/not-there")
     # Then the error names both
-    assert "acme/not-there" in str(error.value) and MODEL_FILE in str(error.value)
+    assert "acme/not-there" in str(error.value) and WEIGHTS_FILE in str(error.value)
 
 
 def test_a_missing_directory_or_file_is_weights_not_found(tmp_path):
     with pytest.raises(WeightsNotFound, match="does not exist"):
         load_echo_dit(tmp_path / "nowhere")
-    with pytest.raises(WeightsNotFound, match=MODEL_FILE):
+    with pytest.raises(WeightsNotFound, match=WEIGHTS_FILE):
         load_echo_dit(tmp_path)
 
 

@@ -1,4 +1,4 @@
-"""The Echo-TTS job service's HTTP API (Flask). Never imports torch, ``echo_tts`` or worker task code.
+"""The Echo-TTS job service's HTTP API (Flask). Builds on ``jobs/``; never imports torch, ``echo_tts`` or ``worker``.
 
 ``create_app(test_config=None)`` builds an app; ``api.wsgi:app`` is the one built at import, for gunicorn.
 """
@@ -19,15 +19,17 @@ log = logging.getLogger(__name__)
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. ``test_config`` may hold ``SETTINGS`` (an ApiSettings), ``ENV`` (a mapping read
-    instead of os.environ), ``STORE``/``STORAGE``/``QUEUE`` (clients to use), plus Flask config keys.
+    instead of os.environ), ``STORE``/``VOICES``/``STORAGE``/``QUEUE`` (clients to use), plus Flask config keys.
     A missing or malformed setting raises ``api.settings.SettingsError`` naming it."""
     from api import errors, routes_jobs, routes_meta, routes_metrics, routes_openai, routes_voices
     from api.queue import CeleryQueue
     from api.services import Services
     from api.settings import ApiSettings
     from api.voices_service import register_operator_voices
-    from worker.jobstore import JobStore
-    from worker.storage import open_storage
+    from jobs.jobstore import JobStore
+    from jobs.request_counts import RequestCounts
+    from jobs.storage import open_storage
+    from jobs.voicestore import VoiceStore
 
     config = dict(test_config or {})
     settings = config.pop("SETTINGS", None) or ApiSettings.from_env(config.pop("ENV", None))
@@ -36,6 +38,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     s = Services(
         settings=settings,
         store=config.pop("STORE", None) or JobStore(client, job_ttl_s=settings.job_ttl_s),
+        voices=config.pop("VOICES", None) or VoiceStore(client),
+        request_counts=RequestCounts(client),
         storage=config.pop("STORAGE", None) or open_storage(settings.storage),
         queue=config.pop("QUEUE", None) or CeleryQueue(settings.redis_url),
     )

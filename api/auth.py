@@ -11,6 +11,7 @@ from flask import g, request
 
 from api.errors import APIError
 from api.services import services
+from jobs.errors import ErrorCode
 
 LOCAL_OWNER = "local"
 
@@ -27,7 +28,7 @@ def authenticate() -> None:
         if hmac.compare_digest(known.encode(), token.strip().encode()):
             owner = name
     if scheme.lower() != "bearer" or owner is None:
-        raise APIError(401, "unauthorized", "send Authorization: Bearer <API key>",
+        raise APIError(401, ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <API key>",
                        headers={"WWW-Authenticate": 'Bearer realm="echo-tts"'})
     g.owner = owner
 

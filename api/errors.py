@@ -15,34 +15,35 @@ from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from worker.storage import StorageError
+from jobs.errors import ErrorCode, ServiceError
+from jobs.storage import StorageError
 
 log = logging.getLogger(__name__)
 _DRAIN_CAP = 256 * 1024 * 1024  # read at most this much of a refused body so the client sees our answer
 
 
-class APIError(Exception):
+class APIError(ServiceError):
     """Raised by views and services; becomes the JSON envelope with ``status``."""
 
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None, *,
+    def __init__(self, status: int, code: ErrorCode, message: str, details: dict[str, Any] | None = None, *,
                  headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details or {}
+        super().__init__(message, code=code)
+        self.status, self.details = status, details or {}
         self.headers = headers or {}
 
 
 def not_found(what: str, ident: str) -> APIError:
     """404 for unknown ids and for other keys' objects alike (no existence oracle)."""
-    return APIError(404, "not_found", f"no {what} {ident!r}", {"id": ident})
+    return APIError(404, ErrorCode.NOT_FOUND, f"no {what} {ident!r}", {"id": ident})
 
 
 def invalid(field: str, message: str, **details: Any) -> APIError:
     """422 naming the offending field."""
-    return APIError(422, "invalid_request", f"{field}: {message}",
+    return APIError(422, ErrorCode.INVALID_REQUEST, f"{field}: {message}",
                     {"errors": [{"field": field, "message": message, **details}]})
 
 
-def envelope(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> tuple[Response, int]:
+def envelope(status: int, code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> tuple[Response, int]:
     return jsonify({"error": {"code": code, "message": message, "details": details or {}}}), status
 
 
@@ -63,13 +64,13 @@ def _api_error(exc: APIError) -> tuple[Response, int]:
 def _validation_error(exc: ValidationError) -> tuple[Response, int]:
     errors = validation_details(exc)
     message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return envelope(422, "invalid_request", message, {"errors": errors})
+    return envelope(422, ErrorCode.INVALID_REQUEST, message, {"errors": errors})
 
 
 def _too_large(exc: RequestEntityTooLarge) -> tuple[Response, int]:
     _drain()
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    return envelope(413, "payload_too_large",
+    return envelope(413, ErrorCode.PAYLOAD_TOO_LARGE,
                     f"request body is larger than ECHO_MAX_UPLOAD_BYTES={limit} bytes",
                     {"limit": "ECHO_MAX_UPLOAD_BYTES", "max_bytes": limit, "content_length": request.content_length})
 
@@ -87,9 +88,15 @@ def _drain() -> None:
         pass
 
 
+# werkzeug's own refusals (routing, malformed requests) under our codes
+_HTTP_CODES = {400: ErrorCode.BAD_REQUEST, 404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
+               413: ErrorCode.PAYLOAD_TOO_LARGE, 415: ErrorCode.UNSUPPORTED_MEDIA_TYPE}
+
+
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
-    code = (exc.name or "error").lower().replace(" ", "_")
-    response, status = envelope(exc.code or 500, code, exc.description or exc.name)
+    status = exc.code or 500
+    fallback = ErrorCode.BAD_REQUEST if 400 <= status < 500 else ErrorCode.INTERNAL_ERROR
+    response, status = envelope(status, _HTTP_CODES.get(status, fallback), exc.description or exc.name)
     allowed = getattr(exc, "valid_methods", None)  # set on MethodNotAllowed
     if exc.code == 405 and allowed:
         response.headers["Allow"] = ", ".join(allowed)
@@ -98,13 +105,13 @@ def _http_error(exc: HTTPException) -> tuple[Response, int]:
 
 def _unavailable(exc: Exception) -> tuple[Response, int]:
     log.error("backend unavailable on %s %s: %s", request.method, request.path, exc)
-    return envelope(503, "unavailable", "storage, Redis or the queue is unavailable; try again shortly",
+    return envelope(503, ErrorCode.UNAVAILABLE, "storage, Redis or the queue is unavailable; try again shortly",
                     {"backend": type(exc).__name__})
 
 
 def _unexpected(exc: Exception) -> tuple[Response, int]:
     log.exception("unhandled error on %s %s", request.method, request.path)
-    return envelope(500, "internal_error", "the server failed on this request; it is logged")
+    return envelope(500, ErrorCode.INTERNAL_ERROR, "the server failed on this request; it is logged")
 
 
 def register_error_handlers(app: Flask) -> None:

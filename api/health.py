@@ -7,7 +7,7 @@ from typing import Any
 import redis
 
 from api.services import Services
-from worker.storage import StorageError
+from jobs.storage import StorageError
 
 
 def readiness(s: Services) -> tuple[list[str], dict[str, Any]]:
@@ -15,7 +15,7 @@ def readiness(s: Services) -> tuple[list[str], dict[str, Any]]:
     outcome (``"ok"`` or what failed; ``workers`` counts live heartbeats)."""
     checks: dict[str, Any] = {}
     try:
-        s.store.r.ping()
+        s.store.ping()
         checks["redis"] = "ok"
     except redis.RedisError as exc:
         checks["redis"] = f"unreachable: {exc}"

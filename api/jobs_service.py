@@ -11,20 +11,22 @@ import secrets
 from typing import Any
 
 import redis
-from flask import redirect, request, send_file, url_for
+from flask import redirect, request, url_for
 from kombu.exceptions import OperationalError
 from werkzeug.wrappers import Response
 
 from api import voices_service
+from api.downloads import stream_object
 from api.errors import APIError, invalid, not_found
 from api.schemas import JobCreate, JobListQuery
 from api.services import services
 from api.uploads import Upload, form_fields, json_body, read_audio
-from worker import contract
-from worker.contract import ContractError, JobState, SynthesisRequest
-from worker.jobstore import IdempotencyConflict, InvalidCursor, JobRecord
-from worker.records import fingerprint, new_id
-from worker.storage import LocalStorage, StorageError
+from jobs import contract
+from jobs.contract import ContractError, JobState, SynthesisRequest
+from jobs.errors import ErrorCode
+from jobs.jobstore import IdempotencyConflict, InvalidCursor, JobRecord
+from jobs.records import fingerprint, new_id
+from jobs.storage import StorageError
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = (StorageError, OperationalError, redis.RedisError)
@@ -40,16 +42,21 @@ def parse_submission() -> tuple[JobCreate, Upload | None]:
     return JobCreate.model_validate(json_body()), None
 
 
+def check_text_length(text: str, field: str) -> None:
+    """413 naming ECHO_MAX_TEXT_CHARS when ``text`` (the request's ``field``) is longer than one job may be."""
+    limit = services().settings.max_text_chars
+    if len(text) > limit:
+        raise APIError(413, ErrorCode.TEXT_TOO_LONG, f"{field} has {len(text)} characters; the limit is "
+                       f"ECHO_MAX_TEXT_CHARS={limit}", {"limit": "ECHO_MAX_TEXT_CHARS", "max_chars": limit, "field": field})
+
+
 def _check_limits(owner: str, body: JobCreate, upload: Upload | None) -> str | None:
     """Refuse what breaks a limit; returns the resolved voice id."""
     settings = services().settings
-    if len(body.text) > settings.max_text_chars:
-        raise APIError(413, "text_too_long", f"text has {len(body.text)} characters; the limit is "
-                       f"ECHO_MAX_TEXT_CHARS={settings.max_text_chars}",
-                       {"limit": "ECHO_MAX_TEXT_CHARS", "max_chars": settings.max_text_chars, "field": "text"})
+    check_text_length(body.text, "text")
     size = len(json.dumps(body.metadata))
     if size > settings.max_metadata_bytes:
-        raise APIError(413, "metadata_too_large", f"metadata is {size} bytes of JSON; the limit is "
+        raise APIError(413, ErrorCode.METADATA_TOO_LARGE, f"metadata is {size} bytes of JSON; the limit is "
                        f"ECHO_MAX_METADATA_BYTES={settings.max_metadata_bytes}",
                        {"limit": "ECHO_MAX_METADATA_BYTES", "field": "metadata"})
     rate_problems = contract.sample_rate_errors(body.format, body.sample_rate) if body.sample_rate is not None else []
@@ -71,7 +78,7 @@ def _synthesis_request(job_id: str, owner: str, body: JobCreate, upload: Upload 
     try:
         req.validate()  # the contract's own check: a safety net behind the schema
     except ContractError as exc:
-        raise APIError(422, "invalid_request", str(exc)) from None
+        raise APIError(422, ErrorCode.INVALID_REQUEST, str(exc)) from None
     return req
 
 
@@ -86,7 +93,7 @@ def submit(owner: str, body: JobCreate, upload: Upload | None, idempotency_key: 
                                          body_fingerprint=fp, job_id=req.job_id,
                                          queue_timeout_s=s.settings.queue_timeout_s)
     except IdempotencyConflict as exc:
-        raise APIError(409, "idempotency_conflict", "this Idempotency-Key was used with a different body",
+        raise APIError(409, ErrorCode.IDEMPOTENCY_CONFLICT, "this Idempotency-Key was used with a different body",
                        {"job_id": exc.job_id}) from None
     if created:
         try:
@@ -95,10 +102,10 @@ def submit(owner: str, body: JobCreate, upload: Upload | None, idempotency_key: 
             s.queue.send_synthesis(req, expires=record.deadline_ts)  # Celery drops it after the deadline
         except UNAVAILABLE as exc:
             log.error("could not enqueue %s: %s", req.job_id, exc)
-            s.store.fail(req.job_id, "unavailable", "the job could not be queued; submit it again")
-            raise APIError(503, "unavailable", "storage or the queue is unavailable; try again") from exc
+            s.store.fail(req.job_id, ErrorCode.UNAVAILABLE, "the job could not be queued; submit it again")
+            raise APIError(503, ErrorCode.UNAVAILABLE, "storage or the queue is unavailable; try again") from exc
         except Exception:
-            s.store.fail(req.job_id, "internal_error", "the job could not be queued")
+            s.store.fail(req.job_id, ErrorCode.INTERNAL_ERROR, "the job could not be queued")
             raise
     return record, created
 
@@ -110,13 +117,23 @@ def idempotency_key() -> str | None:
     return key
 
 
+def audio_key(record: JobRecord) -> str:
+    """Where a succeeded job's audio is: the key its result names (the deterministic one when absent)."""
+    recorded = (record.result or {}).get("key")
+    return str(recorded) if recorded else contract.job_audio_key(record.id, record.request.get("format", "wav"))
+
+
+def _local_audio_url(job_id: str) -> str:
+    """Without presigned URLs (local storage) the API serves the audio itself."""
+    return url_for("jobs.audio", job_id=job_id, _external=True)
+
+
 def _result(record: JobRecord) -> dict[str, Any] | None:
     if record.status is not JobState.SUCCEEDED or record.result is None:
         return None
     fmt = record.request.get("format", contract.DEFAULT_FORMAT)
-    key = record.result.get("key") or record.result.get("storage_key") or contract.job_audio_key(record.id, fmt)
     filename = f"{record.id}.{contract.OUTPUT_FORMATS[fmt].extension}"
-    url = services().storage.presign(key, filename=filename) or url_for("jobs.audio", job_id=record.id, _external=True)
+    url = services().storage.presign(audio_key(record), filename=filename) or _local_audio_url(record.id)
     return {"url": url, "format": fmt, "content_type": contract.OUTPUT_FORMATS[fmt].content_type,
             **{k: record.result.get(k) for k in ("duration_s", "sample_rate", "bytes")}}
 
@@ -180,14 +197,10 @@ def audio_response(owner: str, job_id: str) -> Response:
     record = get_owned(owner, job_id)
     result = _result(record)
     if result is None:
-        raise APIError(409, "not_ready", f"job {job_id} is {record.status.value}; audio exists once it succeeded",
+        raise APIError(409, ErrorCode.NOT_READY, f"job {job_id} is {record.status.value}; audio exists once it succeeded",
                        {"status": record.status.value})
-    storage = services().storage
-    if isinstance(storage, LocalStorage):
-        key = record.result.get("key") if record.result else None
-        key = key or contract.job_audio_key(record.id, result["format"])
-        if not storage.exists(key):
-            raise APIError(410, "audio_gone", f"the audio of job {job_id} is no longer in storage")
-        return send_file(storage.path(key), mimetype=result["content_type"], as_attachment=True,
-                         download_name=f"{record.id}.{contract.OUTPUT_FORMATS[result['format']].extension}")
-    return redirect(result["url"], code=302)
+    if result["url"] != _local_audio_url(record.id):
+        return redirect(result["url"], code=302)
+    name = f"{record.id}.{contract.OUTPUT_FORMATS[result['format']].extension}"
+    return stream_object(audio_key(record), result["content_type"], disposition=f'attachment; filename="{name}"',
+                         gone=f"the audio of job {job_id} is no longer in storage")

@@ -4,9 +4,9 @@ What ``GET /metrics`` reports and where each number comes from:
 
 - ``echo_queue_depth{queue}``: messages waiting in each Celery queue (kombu's Redis lists, all
   priority levels); ``echo_unacked_messages``: messages a worker took and has not acknowledged yet.
-- ``echo_jobs{state}``: job records per state, counted by scanning ``echo:job:*`` at scrape time (at
-  most ``JOB_SCAN_LIMIT`` records; ``echo_jobs_scan_truncated`` says when the count stopped early).
-  Records expire ``ECHO_JOB_TTL_S`` after their last change, so finished states are "within retention".
+- ``echo_jobs{state}``: jobs queued and running now; ``echo_jobs_finished_total{state}``: jobs that
+  reached each final state. Both come from the job store's counters, which the same atomic scripts
+  that move a job keep (``JobStore.counts_by_state``): a scrape reads one hash, however many jobs.
 - ``echo_workers_live``, ``echo_workers_busy``, ``echo_workers_live_by_queue{queue}``: worker
   heartbeats (written every 10 s, so ``busy`` may be up to 10 s stale).
 - ``echo_api_requests_total{method,route,status}`` and ``echo_api_request_duration_seconds``: every API
@@ -16,8 +16,7 @@ What ``GET /metrics`` reports and where each number comes from:
   ``unmatched`` for unknown paths. Durations are to the response headers (not to the end of a stream).
 - ``echo_redis_up``, ``echo_build_info``, ``echo_api_process_start_time_seconds`` (this process).
 
-Nothing here writes job state: counts per state over all time (``_total`` counters of finished jobs)
-would need the job store to count transitions, which it does not do.
+Nothing here writes job state, and nothing here knows a Redis key: the stores own their layouts.
 """
 
 from __future__ import annotations
@@ -30,36 +29,28 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from importlib import metadata
-from typing import Any
 
 import redis
 
 from api.services import Services
-from worker import contract
-from worker.contract import JobState
+from jobs import contract
+from jobs.contract import TERMINAL_STATES, JobState
+from jobs.request_counts import RequestCounts
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-JOB_SCAN_LIMIT = 20_000  # job records counted per scrape at most
-_SCAN_CALLS = 200  # SCAN calls per scrape at most (COUNT 1000 each)
-_KOMBU_PRIORITY_SEP, _KOMBU_PRIORITIES = "\x06\x16", ("3", "6", "9")  # kombu's Redis priority lists
-_KOMBU_UNACKED = "unacked"
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _FLUSH_EVERY_S = 1.0
 _STARTED = time.time()
 
 
-def _keys(prefix: str) -> tuple[str, str, str]:
-    return f"{prefix}:metrics:api_requests", f"{prefix}:metrics:api_seconds", f"{prefix}:metrics:api_seconds_sum"
-
-
 class RequestCounter:
     """Per-process request counts and durations, added to Redis hashes by a background thread."""
 
-    def __init__(self, client: Any, prefix: str = "echo") -> None:
-        self.r, self.keys = client, _keys(prefix)
+    def __init__(self, shared: RequestCounts) -> None:
+        self.shared = shared
         self._lock = threading.Lock()
         self._counts: dict[str, int] = defaultdict(int)
         self._buckets: dict[str, int] = defaultdict(int)
@@ -92,14 +83,7 @@ class RequestCounter:
         if not counts:
             return
         try:
-            pipe = self.r.pipeline(transaction=False)
-            for field, n in counts.items():
-                pipe.hincrby(self.keys[0], field, n)
-            for field, n in buckets.items():
-                pipe.hincrby(self.keys[1], field, n)
-            for field, total in sums.items():
-                pipe.hincrbyfloat(self.keys[2], field, total)
-            pipe.execute()
+            self.shared.add(counts, buckets, sums)
             if self._failing:
                 self._failing = False
                 log.info("metrics reach Redis again")
@@ -152,16 +136,10 @@ def _build_info(out: Exposition, s: Services) -> None:
                [({}, _STARTED)])
 
 
-def _queues(out: Exposition, r: Any) -> None:
-    pipe = r.pipeline(transaction=False)
-    for queue in contract.QUEUES:
-        for name in (queue, *(queue + _KOMBU_PRIORITY_SEP + p for p in _KOMBU_PRIORITIES)):
-            pipe.llen(name)
-    pipe.hlen(_KOMBU_UNACKED)
-    *lengths, unacked = pipe.execute()
-    per = len(_KOMBU_PRIORITIES) + 1
-    depth = [({"queue": q}, sum(lengths[i * per:(i + 1) * per])) for i, q in enumerate(contract.QUEUES)]
-    out.family("echo_queue_depth", "gauge", "Messages waiting in a Celery queue (not yet taken by a worker)", depth)
+def _queues(out: Exposition, s: Services) -> None:
+    depths, unacked = s.store.queue_depths(contract.QUEUES)
+    out.family("echo_queue_depth", "gauge", "Messages waiting in a Celery queue (not yet taken by a worker)",
+               [({"queue": q}, n) for q, n in depths.items()])
     out.family("echo_unacked_messages", "gauge", "Messages taken by a worker and not yet acknowledged (all queues)",
                [({}, unacked)])
 
@@ -179,43 +157,16 @@ def _workers(out: Exposition, s: Services) -> None:
                [({"queue": q}, per_queue.get(q, 0)) for q in contract.QUEUES])
 
 
-def count_jobs(s: Services) -> tuple[dict[str, int], bool]:
-    """Job records per state (within retention) and whether the scan stopped at its limit."""
-    r, counts = s.store.r, {state.value: 0 for state in JobState}
-    cursor, calls, seen, truncated = 0, 0, 0, False
-    while True:
-        cursor, keys = r.scan(cursor=cursor, match=f"{s.store.prefix}:job:*", count=1000)
-        calls += 1
-        if keys:
-            pipe = r.pipeline(transaction=False)
-            for key in keys[: JOB_SCAN_LIMIT - seen]:
-                pipe.hget(key, "status")
-            for status in pipe.execute():
-                if status in counts:
-                    counts[status] += 1
-            seen += len(keys)
-        if cursor == 0:
-            break
-        if seen >= JOB_SCAN_LIMIT or calls >= _SCAN_CALLS:
-            truncated = True
-            break
-    return counts, truncated
-
-
 def _jobs(out: Exposition, s: Services) -> None:
-    counts, truncated = count_jobs(s)
-    out.family("echo_jobs", "gauge", "Job records per state (kept ECHO_JOB_TTL_S after their last change)",
-               [({"state": state}, n) for state, n in counts.items()])
-    out.family("echo_jobs_scan_truncated", "gauge",
-               f"1 when echo_jobs stopped counting at {JOB_SCAN_LIMIT} records", [({}, int(truncated))])
+    counts = s.store.counts_by_state()
+    out.family("echo_jobs", "gauge", "Jobs queued or running now",
+               [({"state": state.value}, counts[state]) for state in JobState if state not in TERMINAL_STATES])
+    out.family("echo_jobs_finished_total", "counter", "Jobs that reached a final state",
+               [({"state": state.value}, counts[state]) for state in JobState if state in TERMINAL_STATES])
 
 
-def _requests(out: Exposition, r: Any, prefix: str) -> None:
-    counts_key, buckets_key, sums_key = _keys(prefix)
-    pipe = r.pipeline(transaction=False)
-    for key in (counts_key, buckets_key, sums_key):
-        pipe.hgetall(key)
-    counts, buckets, sums = pipe.execute()
+def _requests(out: Exposition, s: Services) -> None:
+    counts, buckets, sums = s.request_counts.read()
     samples = []
     for field, n in sorted(counts.items()):
         method, route, status = field.rsplit("|", 2)
@@ -246,19 +197,18 @@ def render(s: Services, counter: RequestCounter | None) -> str:
     _build_info(out, s)
     if counter is not None:
         counter.flush()
-    r = s.store.r
     try:
-        r.ping()
+        s.store.ping()
         up = 1
     except redis.RedisError:
         up = 0
     out.family("echo_redis_up", "gauge", "1 when this API process reaches Redis", [({}, up)])
     if up:
         try:
-            _queues(out, r)
+            _queues(out, s)
             _workers(out, s)
             _jobs(out, s)
-            _requests(out, r, s.store.prefix)
+            _requests(out, s)
         except redis.RedisError as exc:  # Redis went away mid-scrape: answer what was collected
             log.warning("metrics incomplete: %s", exc)
     return out.text()

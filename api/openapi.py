@@ -8,11 +8,10 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from api import schemas
-from api.speech import SpeechCreate
 
 REF = "#/components/schemas/{model}"
 _MODELS = (schemas.JobCreate, schemas.Job, schemas.JobList, schemas.Voice, schemas.VoiceList,
-           schemas.ErrorEnvelope, schemas.Readiness, schemas.Health, SpeechCreate)
+           schemas.ErrorEnvelope, schemas.Readiness, schemas.Health, schemas.SpeechCreate)
 _ERRORS = {"401": "Missing or unknown API key", "404": "Unknown id, or another key's",
            "409": "The job was canceled", "504": "The job did not finish within ECHO_SPEECH_TIMEOUT_S (details.job_id)",
            "413": "A limit was exceeded (the message names the setting)", "422": "Invalid field (named)"}

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from celery import Celery
 
-from worker import contract
+from jobs import contract
 
 
 class TaskQueue(Protocol):

@@ -8,6 +8,7 @@ from api.errors import envelope
 from api.health import readiness
 from api.openapi import openapi_document
 from api.services import services
+from jobs.errors import ErrorCode
 
 bp = Blueprint("meta", __name__)
 
@@ -21,7 +22,7 @@ def healthz() -> Response:
 def readyz() -> Response | tuple[Response, int]:
     failing, checks = readiness(services())
     if failing:
-        return envelope(503, "not_ready", f"not ready: {', '.join(failing)}", {"checks": checks})
+        return envelope(503, ErrorCode.NOT_READY, f"not ready: {', '.join(failing)}", {"checks": checks})
     return jsonify({"status": "ready", "checks": checks})
 
 

@@ -21,8 +21,7 @@ _EXTENSION = "echo_metrics"
 @bp.record_once
 def _install(state: BlueprintSetupState) -> None:
     app = state.app
-    store = app.extensions["echo"].store
-    app.extensions[_EXTENSION] = metrics.RequestCounter(store.r, store.prefix)
+    app.extensions[_EXTENSION] = metrics.RequestCounter(app.extensions["echo"].request_counts)
 
 
 def _counter() -> metrics.RequestCounter | None:

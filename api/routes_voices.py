@@ -20,7 +20,7 @@ def create_voice() -> tuple[Response, int, dict[str, str]]:
 
 @bp.get("")
 def list_voices() -> Response:
-    records = services().store.voices.list_voices(current_owner())
+    records = services().voices.list_voices(current_owner())
     return jsonify({"voices": [voices_service.view(r) for r in records]})
 
 

@@ -1,6 +1,6 @@
 """Pydantic models: they validate requests and they generate ``/v1/openapi.json`` (one source).
 
-Bounds come from :mod:`worker.contract` so the API and the worker can never disagree. Limits that are
+Bounds come from :mod:`jobs.contract` so the API and the worker can never disagree. Limits that are
 settings (text length, upload size, metadata size) are checked in the services and documented here.
 """
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from worker import contract
+from jobs import contract
 
 if TYPE_CHECKING:  # the literals below are built from the contract at run time
     Format: TypeAlias = str
@@ -68,7 +68,7 @@ class JobCreate(_Strict):
         return text
 
 
-class Progress(BaseModel):
+class JobProgress(BaseModel):
     fraction: float
     step: int
     total_steps: int
@@ -116,7 +116,7 @@ class Job(BaseModel):
     created_ts: float
     started_ts: float | None
     finished_ts: float | None
-    progress: Progress
+    progress: JobProgress
     cancel_requested: bool
     request: RequestEcho
     result: JobResult | None
@@ -164,3 +164,47 @@ class Readiness(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class SpeechCreate(_Strict):
+    """POST /v1/audio/speech: OpenAI's request body, plus the extensions ``seed``, ``preset``,
+    ``overrides`` and ``sample_rate`` (the same as for POST /v1/jobs)."""
+
+    model: str = Field("echo-tts", min_length=1, max_length=64,
+                       description="Accepted and recorded (job metadata.model); any name, e.g. echo-tts or tts-1")
+    input: str = Field(min_length=1, description="Text to speak (limit: ECHO_MAX_TEXT_CHARS); long text is split "
+                                                  "at sentence boundaries and stitched, never truncated")
+    voice: str = Field(min_length=1, max_length=128, description="A stored voice id of the caller, or an operator "
+                                                                 "voice's id or file name (GET /v1/voices); "
+                                                                 "{\"id\": ...} is accepted too")
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = Field(
+        "mp3", description="aac is AAC in MP4 (.m4a); pcm is raw 16-bit LE mono at 24000 Hz unless sample_rate")
+    speed: float = Field(1.0, description="Only 1.0: Echo-TTS has no speaking-rate control and the service does "
+                                          "not time-stretch")
+    stream_format: Literal["audio"] = Field("audio", description="Only audio (the whole file); sse is not offered")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="Extension: recorded; random when absent "
+                                                               "(answered in X-Seed)")
+    preset: Preset = Field(contract.DEFAULT_PRESET, description="Extension: an upstream sampler preset")
+    overrides: Overrides = Field(default_factory=Overrides, description="Extension: bounded sampler overrides")
+    sample_rate: int | None = Field(None, ge=contract.MIN_OUTPUT_SAMPLE_RATE, le=contract.MAX_OUTPUT_SAMPLE_RATE,
+                                    description="Extension: output rate (Hz), as for POST /v1/jobs")
+
+    @field_validator("voice", mode="before")
+    @classmethod
+    def _voice_object(cls, value: Any) -> Any:
+        return value.get("id") if isinstance(value, dict) else value  # OpenAI's {"id": "voice_..."} form
+
+    @field_validator("input")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("input must not be blank")
+        return text
+
+    @field_validator("speed")
+    @classmethod
+    def _unit_speed(cls, speed: float) -> float:
+        if speed != 1.0:
+            raise ValueError("only 1.0 is supported: Echo-TTS has no speaking-rate control and the service "
+                             "does not time-stretch audio")
+        return speed

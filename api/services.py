@@ -8,14 +8,18 @@ from flask import current_app
 
 from api.queue import TaskQueue
 from api.settings import ApiSettings
-from worker.jobstore import JobStore
-from worker.storage import Storage
+from jobs.jobstore import JobStore
+from jobs.request_counts import RequestCounts
+from jobs.storage import Storage
+from jobs.voicestore import VoiceStore
 
 
 @dataclass(frozen=True)
 class Services:
     settings: ApiSettings
     store: JobStore
+    voices: VoiceStore
+    request_counts: RequestCounts
     storage: Storage
     queue: TaskQueue
 

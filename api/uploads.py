@@ -12,6 +12,7 @@ from werkzeug.datastructures import FileStorage
 
 from api.errors import APIError, invalid
 from api.sniff import HEAD_BYTES, AudioKind, sniff_audio
+from jobs.errors import ErrorCode
 
 KNOWN_AUDIO = "WAV, FLAC, Ogg (Opus/Vorbis), MP3, AAC, MP4/M4A, AIFF or WebM"
 
@@ -40,10 +41,10 @@ def read_audio(field: str, *, max_seconds: float, required: bool) -> Upload | No
         raise invalid(field, "the file is empty")
     kind = sniff_audio(data[:HEAD_BYTES])
     if kind is None:
-        raise APIError(422, "invalid_audio", f"{field}: not an audio file (expected {KNOWN_AUDIO})",
+        raise APIError(422, ErrorCode.INVALID_AUDIO, f"{field}: not an audio file (expected {KNOWN_AUDIO})",
                        {"errors": [{"field": field, "message": "not an audio file"}]})
     if kind.duration_s is not None and kind.duration_s > max_seconds:
-        raise APIError(413, "reference_too_long",
+        raise APIError(413, ErrorCode.REFERENCE_TOO_LONG,
                        f"{field}: {kind.duration_s:.1f} s is longer than ECHO_MAX_REFERENCE_SECONDS={max_seconds:g}",
                        {"limit": "ECHO_MAX_REFERENCE_SECONDS", "max_seconds": max_seconds,
                         "duration_s": round(kind.duration_s, 3), "field": field})
@@ -74,8 +75,8 @@ def form_fields(*, json_fields: tuple[str, ...] = (), int_fields: tuple[str, ...
 def json_body() -> dict[str, Any]:
     """The JSON object body, or a 400/415 envelope."""
     if not request.is_json:
-        raise APIError(415, "unsupported_media_type", "send application/json (or multipart/form-data where allowed)")
+        raise APIError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send application/json (or multipart/form-data where allowed)")
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise APIError(400, "invalid_json", "the body is not a JSON object")
+        raise APIError(400, ErrorCode.INVALID_JSON, "the body is not a JSON object")
     return data

@@ -19,9 +19,10 @@ from api.schemas import VoiceCreate
 from api.services import Services, services
 from api.sniff import sniff_audio
 from api.uploads import form_fields, read_audio
-from worker import contract
-from worker.records import new_id
-from worker.voicestore import VoiceRecord
+from jobs import contract
+from jobs.errors import ErrorCode
+from jobs.records import new_id
+from jobs.voicestore import VoiceRecord
 
 log = logging.getLogger(__name__)
 _OPERATOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -36,7 +37,7 @@ def view(record: VoiceRecord) -> dict[str, Any]:
 
 def get_owned(owner: str, voice_id: str) -> VoiceRecord:
     """The caller's voice or an operator voice; anything else is 404."""
-    record = services().store.voices.get(voice_id, owner=owner)
+    record = services().voices.get(voice_id, owner=owner)
     if record is None:
         raise not_found("voice", voice_id)
     return record
@@ -44,8 +45,7 @@ def get_owned(owner: str, voice_id: str) -> VoiceRecord:
 
 def resolve(owner: str, voice: str) -> VoiceRecord:
     """The voice a job names (an id, or an operator voice's file name), refused by field name."""
-    store = services().store.voices
-    record = store.get(voice, owner=owner) or (store.get(Path(voice).stem, owner=owner) if "." in voice else None)
+    record = services().voices.find(voice, owner=owner)
     if record is None:
         raise invalid("voice", f"no voice {voice!r}")
     if record.status is contract.VoiceState.FAILED:
@@ -56,7 +56,7 @@ def resolve(owner: str, voice: str) -> VoiceRecord:
 def create(owner: str) -> VoiceRecord:
     """Multipart ``file`` (+ optional ``name``): store the reference, enqueue the encode task."""
     if request.mimetype != "multipart/form-data":
-        raise APIError(415, "unsupported_media_type", "send multipart/form-data with a file field 'file'")
+        raise APIError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data with a file field 'file'")
     body = VoiceCreate.model_validate(form_fields(files=("file",)))
     s = services()
     upload = read_audio("file", max_seconds=s.settings.max_reference_seconds, required=True)
@@ -65,7 +65,7 @@ def create(owner: str) -> VoiceRecord:
     key = contract.voice_reference_key(voice_id, upload.kind.extension)
     name = body.name or Path(request.files["file"].filename or voice_id).name
     s.storage.put_bytes(key, upload.data, content_type=upload.kind.content_type)
-    record = s.store.voices.create(owner, name, key, voice_id=voice_id, sha256=upload.sha256)
+    record = s.voices.create(owner, name, key, voice_id=voice_id, sha256=upload.sha256)
     s.queue.send_encode_voice(voice_id, key)
     return record
 
@@ -73,11 +73,11 @@ def create(owner: str) -> VoiceRecord:
 def delete(owner: str, voice_id: str) -> None:
     record = get_owned(owner, voice_id)
     if record.operator:
-        raise APIError(403, "read_only_voice", f"voice {voice_id!r} is an operator voice (ECHO_VOICES_DIR); "
+        raise APIError(403, ErrorCode.READ_ONLY_VOICE, f"voice {voice_id!r} is an operator voice (ECHO_VOICES_DIR); "
                        "it cannot be deleted through the API")
     s = services()
-    s.store.voices.delete(voice_id)
-    s.storage.delete_prefix(f"voices/{voice_id}/")
+    s.voices.delete(voice_id)
+    s.storage.delete_prefix(contract.voice_prefix(voice_id))
 
 
 def register_operator_voices(s: Services, directory: Path) -> list[str]:
@@ -90,14 +90,14 @@ def register_operator_voices(s: Services, directory: Path) -> list[str]:
             log.warning("ECHO_VOICES_DIR: skipping %s (not audio, or not a usable voice name)", path.name)
             continue
         sha = hashlib.sha256(data).hexdigest()
-        current = s.store.voices.get(path.stem)
+        current = s.voices.get(path.stem)
         known = current is not None and current.sha256 == sha and current.status is not contract.VoiceState.FAILED
         if known and s.storage.exists(current.reference_key):  # type: ignore[union-attr]
             ids.append(path.stem)
             continue
         key = contract.voice_reference_key(path.stem, kind.extension)
         s.storage.put_bytes(key, data, content_type=kind.content_type)
-        _, changed = s.store.voices.register_operator(path.stem, path.name, key, sha)
+        _, changed = s.voices.register_operator(path.stem, path.name, key, sha)
         if changed or known:  # known but its stored files are gone (e.g. a new bucket): encode again
             s.queue.send_encode_voice(path.stem, key)
         ids.append(path.stem)

@@ -170,8 +170,8 @@ class DirectClient:
     def __init__(self, stack: Stack) -> None:
         from celery import Celery
 
-        from worker.jobstore import JobStore
-        from worker.storage import LocalStorage
+        from jobs.jobstore import JobStore
+        from jobs.storage import LocalStorage
 
         url = stack.env["ECHO_REDIS_URL"]
         self.store, self.storage = JobStore.from_url(url), LocalStorage(Path(stack.env["ECHO_STORAGE_DIR"]))
@@ -179,7 +179,7 @@ class DirectClient:
         self.celery.conf.update(task_serializer="json", accept_content=["json"])
 
     def submit(self, **body: Any) -> dict[str, Any]:
-        from worker import contract
+        from jobs import contract
 
         record, _ = self.store.create("bench", {})
         request = contract.SynthesisRequest(**({"job_id": record.id, "text": SENTENCE, "seed": 1} | body))

@@ -14,8 +14,8 @@ import argparse
 import sys
 import time
 
-from worker.settings import SettingsError, StorageSettings
-from worker.storage import S3Storage, TransientStorageError
+from jobs.settings import SettingsError, StorageSettings
+from jobs.storage import S3Storage, TransientStorageError
 
 EXPIRING_PREFIXES = ("jobs/", "uploads/")  # DESIGN §4: lifecycle expiry for jobs/ and uploads/
 

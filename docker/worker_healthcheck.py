@@ -1,6 +1,6 @@
 """Worker container healthcheck: healthy while this host's worker keeps its Redis heartbeat fresh.
 
-The worker refreshes ``echo:heartbeat:{name}`` (``worker.contract``) from a background thread, so
+The worker refreshes ``echo:heartbeat:{name}`` (``jobs.contract``) from a background thread, so
 a long render on the solo pool does not make it look dead (``celery inspect ping`` would: the solo
 pool answers control messages only between tasks). Exit 0 when a live heartbeat names this host.
 
@@ -15,7 +15,7 @@ import sys
 
 import redis
 
-from worker.contract import HEARTBEAT_PATTERN
+from jobs.contract import HEARTBEAT_PATTERN
 from worker.settings import SettingsError, WorkerSettings
 
 

@@ -1,6 +1,6 @@
 """The contract between the API and the workers: names, states, the request and storage keys.
 
-STDLIB ONLY. The API imports this module in an image without torch, Celery or ``echo_tts``;
+STDLIB ONLY (and ``jobs.errors``). The API imports this module in an image without torch, Celery or ``echo_tts``;
 keep it that way (``tests/service/test_contract.py`` checks it in a subprocess).
 
 Calling convention (the API enqueues by name, never by importing worker code)::
@@ -17,6 +17,10 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from jobs.errors import ErrorCode, ServiceError
+
+__all__ = ["ErrorCode"]  # re-exported: the contract names the codes, jobs.errors defines them
 
 # --- task and queue names (strings defined once) -------------------------------------------
 SYNTHESIZE = "echo.synthesize"  # kwargs: SynthesisRequest.to_dict()
@@ -50,23 +54,6 @@ class VoiceState(StrEnum):
     PENDING = "pending"
     READY = "ready"
     FAILED = "failed"
-
-
-class ErrorCode(StrEnum):
-    """``error.code`` of a failed job or voice (the message says the details)."""
-
-    INVALID_INPUT = "invalid_input"  # anything the request got wrong that no retry fixes
-    TEXT_TOO_LONG = "text_too_long"  # a piece of text that split_text could not fit
-    INVALID_AUDIO = "invalid_audio"  # reference audio that is not decodable audio
-    UNSUPPORTED_FORMAT = "unsupported_format"
-    VOICE_NOT_FOUND = "voice_not_found"
-    VOICE_NOT_READY = "voice_not_ready"  # the voice's latents failed to encode
-    RENDER_FAILED = "render_failed"  # an unexpected error inside the model
-    CANCELED = "canceled"
-    STORAGE_UNAVAILABLE = "storage_unavailable"  # transient storage errors outlived the retries
-    TIME_LIMIT = "time_limit"  # the job ran past its time limit
-    WORKER_LOST = "worker_lost"  # the worker died on this job MAX_DELIVERIES times
-    EXPIRED = "expired"  # the job waited in the queue past its deadline
 
 
 @dataclass(frozen=True)
@@ -145,11 +132,12 @@ OVERRIDE_BOUNDS: dict[str, OverrideBound] = {
 OVERRIDE_NAMES = tuple(OVERRIDE_BOUNDS)
 
 MIN_OUTPUT_SAMPLE_RATE, MAX_OUTPUT_SAMPLE_RATE = 8000, 96000
-MODEL_SAMPLE_RATE = 44_100
 
 
-class ContractError(ValueError):
+class ContractError(ServiceError, ValueError):
     """Raised when a request does not satisfy the contract (the message names the field)."""
+
+    code = ErrorCode.INVALID_INPUT
 
 
 def override_errors(overrides: dict[str, Any]) -> list[str]:
@@ -258,6 +246,11 @@ def voice_reference_key(voice_id: str, extension: str) -> str:
     return f"voices/{voice_id}/reference.{extension.lstrip('.')}"
 
 
+def voice_prefix(voice_id: str) -> str:
+    """``voices/{id}/``: everything stored for a voice (deleted with it)."""
+    return f"voices/{voice_id}/"
+
+
 def voice_reference_prefix(voice_id: str) -> str:
     return f"voices/{voice_id}/reference."
 
@@ -276,6 +269,17 @@ def segment_digest(*, model_revision: str, voice: str, settings: dict[str, Any],
     """sha256 over everything that decides a segment's samples (normalised text included)."""
     payload = {"model": model_revision, "voice": voice, "settings": settings, "seed": seed, "text": text}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# --- the broker's own keys (kombu's Redis transport), read for queue depths -------------------
+# A queue is one list per priority level: the bare name for the default, then name + sep + level.
+_KOMBU_PRIORITY_SEP, _KOMBU_PRIORITIES = "\x06\x16", ("3", "6", "9")
+BROKER_UNACKED_KEY = "unacked"  # hash of messages a worker took and has not acknowledged
+
+
+def broker_queue_keys(queue: str) -> tuple[str, ...]:
+    """The Redis lists that hold ``queue``'s waiting messages (every priority level)."""
+    return (queue, *(queue + _KOMBU_PRIORITY_SEP + p for p in _KOMBU_PRIORITIES))
 
 
 # --- worker heartbeats (for /readyz) -------------------------------------------------------

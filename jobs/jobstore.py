@@ -3,8 +3,9 @@
 Layout (``{p}`` is the key prefix, ``echo`` by default):
 ``{p}:job:{id}`` hash with a TTL (result retention) · ``{p}:jobs:{owner}`` sorted set of job ids by
 created time · ``{p}:idem:{owner}:{key}`` → ``fingerprint job_id`` (same TTL as the job) ·
-``echo:heartbeat:{name}`` (``worker.contract.heartbeat_key``) heartbeat JSON with a TTL. Voices live in
-:mod:`worker.voicestore`, reached as ``JobStore(...).voices``.
+``{p}:job_counts`` hash of jobs per state, moved by the same scripts that move a job ·
+``echo:heartbeat:{name}`` (``jobs.contract.heartbeat_key``) heartbeat JSON with a TTL. Voices live in
+:mod:`jobs.voicestore`, a store of their own on the same Redis.
 
 Every state change is one Lua script, so the API and any number of workers may race freely:
 ``queued → running → succeeded | failed | canceled`` and ``queued → canceled | expired``. A job created
@@ -22,21 +23,20 @@ from typing import Any
 
 import redis
 
-from worker.contract import (
+from jobs.contract import (
+    BROKER_UNACKED_KEY,
     HEARTBEAT_PATTERN,
     HEARTBEAT_TTL_S,
-    TERMINAL_STATES,
     ErrorCode,
     JobState,
+    broker_queue_keys,
     heartbeat_key,
 )
-from worker.records import fingerprint, iso, loads, new_id, opt_float
-from worker.voicestore import VoiceStore
+from jobs.errors import ServiceError
+from jobs.records import fingerprint, iso, loads, new_id, opt_float
+from jobs.settings import DEFAULT_JOB_TTL_S
 
-DEFAULT_JOB_TTL_S = 7 * 24 * 3600  # result retention: the record lives this long after its last change
-TERMINAL = TERMINAL_STATES
-
-# KEYS: idem key or "", job key, owner index. ARGV: fingerprint, job id, ttl, score, then field/value pairs.
+# KEYS: idem key or "", job key, owner index, state counts. ARGV: fingerprint, job id, ttl, score, then field/value pairs.
 _CREATE = """
 if KEYS[1] ~= '' then
   local prior = redis.call('GET', KEYS[1])
@@ -50,13 +50,15 @@ if KEYS[1] ~= '' then
 end
 redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('HINCRBY', KEYS[4], 'queued', 1)
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 -- the owner index outlives its records (which expire ttl after their last change) and sheds old ids
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[4]) - 2 * tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[3], 2 * tonumber(ARGV[3]))
 return {'created', ARGV[2]}
 """
-# ARGV: comma-separated allowed states, "1" to refuse when cancel was requested, ttl, new state, pairs.
+# KEYS: job key, state counts. ARGV: comma-separated allowed states, "1" to refuse when cancel was
+# requested, ttl, new state, pairs. The counts move with the state, in the same atomic step.
 _TRANSITION = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
@@ -64,6 +66,10 @@ if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then re
 if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[4], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if status ~= ARGV[4] then
+  redis.call('HINCRBY', KEYS[2], status, -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+end
 return 1
 """
 # ARGV: fraction, step, total_steps, segments_done, segments_total. Refuses to move backwards.
@@ -78,12 +84,14 @@ return 1
 """
 
 
-class JobStoreError(Exception):
+class JobStoreError(ServiceError):
     """Raised when the job store is used wrongly (root of this module's errors)."""
 
 
 class IdempotencyConflict(JobStoreError):
     """Raised when an Idempotency-Key is reused with a different request body."""
+
+    code = ErrorCode.IDEMPOTENCY_CONFLICT
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"Idempotency-Key already used for job {job_id} with a different body")
@@ -93,9 +101,11 @@ class IdempotencyConflict(JobStoreError):
 class InvalidCursor(JobStoreError):
     """Raised when a pagination cursor was not produced by this store."""
 
+    code = ErrorCode.INVALID_REQUEST
+
 
 @dataclass(frozen=True)
-class Progress:
+class RecordedProgress:
     fraction: float = 0.0
     step: int = 0
     total_steps: int = 0
@@ -112,7 +122,7 @@ class JobRecord:
     created_ts: float
     started_ts: float | None = None
     finished_ts: float | None = None
-    progress: Progress = field(default_factory=Progress)
+    progress: RecordedProgress = field(default_factory=RecordedProgress)
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
@@ -139,7 +149,7 @@ class JobRecord:
             id=h["id"], owner=h["owner"], status=JobState(h["status"]), request=loads(h.get("request")) or {},
             created_ts=float(h["created_ts"]), started_ts=opt_float(h.get("started_ts")),
             finished_ts=opt_float(h.get("finished_ts")),
-            progress=Progress(float(h.get("progress_fraction") or 0), int(h.get("step") or 0),
+            progress=RecordedProgress(float(h.get("progress_fraction") or 0), int(h.get("step") or 0),
                               int(h.get("total_steps") or 0), int(h.get("segments_done") or 0),
                               int(h.get("segments_total") or 0)),
             result=loads(h.get("result")), error=loads(h.get("error")), timings=loads(h.get("timings")),
@@ -158,7 +168,6 @@ class JobStore:
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._progress = client.register_script(_PROGRESS)
-        self.voices = VoiceStore(client, prefix=prefix, clock=clock)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> JobStore:
@@ -169,6 +178,35 @@ class JobStore:
 
     def _index_key(self, owner: str) -> str:
         return f"{self.prefix}:jobs:{owner}"
+
+    @property
+    def _counts_key(self) -> str:
+        return f"{self.prefix}:job_counts"
+
+    # -- service health and metrics --------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise ``redis.RedisError`` when Redis cannot be reached."""
+        self.r.ping()
+
+    def counts_by_state(self) -> dict[JobState, int]:
+        """Jobs per state, kept by the transitions themselves (no scan). ``queued`` and ``running`` are
+        the jobs in that state now; the finished states count every job that reached them since the
+        counters began (records expire after the TTL; these numbers do not go down)."""
+        raw = self.r.hgetall(self._counts_key)
+        return {state: max(int(raw.get(state.value, 0)), 0) for state in JobState}
+
+    def queue_depths(self, queues: Iterable[str]) -> tuple[dict[str, int], int]:
+        """``({queue: messages waiting}, messages taken and not yet acknowledged)``, read from the
+        broker's lists (the broker is this Redis; its key names are in the contract)."""
+        names = list(queues)
+        pipe = self.r.pipeline(transaction=False)
+        for queue in names:
+            for key in broker_queue_keys(queue):
+                pipe.llen(key)
+        pipe.hlen(BROKER_UNACKED_KEY)
+        *lengths, unacked = pipe.execute()
+        per = len(lengths) // len(names) if names else 0
+        return {q: sum(lengths[i * per:(i + 1) * per]) for i, q in enumerate(names)}, int(unacked)
 
     # -- create / read ---------------------------------------------------------------------------
     def create(self, owner: str, request: dict[str, Any], *, idempotency_key: str | None = None,
@@ -188,7 +226,7 @@ class JobStore:
             timeout = float(queue_timeout_s)
             fields |= {"deadline_ts": repr(now + timeout), "queue_timeout_s": repr(timeout)}
         pairs = [x for kv in fields.items() for x in kv]
-        outcome, found = self._create(keys=[idem, self._job_key(job_id), self._index_key(owner)],
+        outcome, found = self._create(keys=[idem, self._job_key(job_id), self._index_key(owner), self._counts_key],
                                       args=[fp, job_id, self.ttl, repr(now), *pairs])
         if outcome == "conflict":
             raise IdempotencyConflict(found)
@@ -238,7 +276,7 @@ class JobStore:
     def _move(self, job_id: str, allowed: Iterable[JobState], new: JobState, fields: dict[str, Any],
               *, refuse_if_cancel: bool = False) -> bool:
         pairs = [x for k, v in fields.items() for x in (k, v)]
-        return bool(self._transition(keys=[self._job_key(job_id)], args=[
+        return bool(self._transition(keys=[self._job_key(job_id), self._counts_key], args=[
             ",".join(s.value for s in allowed), "1" if refuse_if_cancel else "0", self.ttl, new.value, *pairs]))
 
     def mark_running(self, job_id: str) -> bool:

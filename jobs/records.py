@@ -1,4 +1,4 @@
-"""Small helpers shared by the Redis record stores (:mod:`worker.jobstore`, :mod:`worker.voicestore`)."""
+"""Small helpers shared by the Redis record stores (:mod:`jobs.jobstore`, :mod:`jobs.voicestore`)."""
 
 from __future__ import annotations
 

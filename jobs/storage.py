@@ -1,7 +1,7 @@
 """Object storage behind one small interface: an S3 bucket (boto3) or a local directory.
 
 Torch- and Celery-free: the API imports it to presign downloads. Keys follow the layout in
-``worker.contract``. Errors are split the way retries need them: :class:`TransientStorageError`
+``jobs.contract``. Errors are split the way retries need them: :class:`TransientStorageError`
 (connection problems, 5xx, throttling: retry with backoff) versus :class:`ObjectNotFound` and
 :class:`StorageError` (permanent).
 """
@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -21,23 +22,43 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
-from .settings import StorageSettings
+from jobs.errors import ErrorCode, ServiceError
+from jobs.settings import StorageSettings
 
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
                     "ServiceUnavailable", "RequestLimitExceeded", "503", "500", "502", "504"}
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 
 
-class StorageError(Exception):
+class StorageError(ServiceError):
     """Raised when storage refuses an operation for a reason a retry will not fix."""
+
+    code = ErrorCode.STORAGE_ERROR
 
 
 class TransientStorageError(StorageError):
     """Raised when storage is unreachable, overloaded or answers 5xx: retry with backoff."""
 
+    code = ErrorCode.STORAGE_UNAVAILABLE
+
 
 class ObjectNotFound(StorageError):
     """Raised when a key does not exist."""
+
+    code = ErrorCode.OBJECT_NOT_FOUND
+
+
+CHUNK_BYTES = 1 << 16  # what a stream yields at a time
+
+
+@dataclass
+class StoredObject:
+    """An object opened for reading: its size and a stream of its bytes (read once, then closed)."""
+
+    key: str
+    size: int
+    chunks: Iterator[bytes]
+    close: Callable[[], None]
 
 
 class Storage(Protocol):
@@ -50,6 +71,10 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool: ...
     def size(self, key: str) -> int: ...
     def get_bytes(self, key: str) -> bytes: ...
+    def open(self, key: str) -> StoredObject:
+        """The object as a stream (nothing read yet); :class:`ObjectNotFound` when it is missing."""
+        ...
+
     def put_bytes(self, key: str, data: bytes, *, content_type: str, filename: str | None = None) -> None: ...
     def put_file(self, key: str, fileobj: IO[bytes], *, content_type: str, filename: str | None = None) -> None: ...
     def list_keys(self, prefix: str) -> list[str]: ...
@@ -167,6 +192,17 @@ class S3Storage(Storage):
         with _translated(key):
             return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
+    def open(self, key: str) -> StoredObject:
+        with _translated(key):
+            obj = self.client.get_object(Bucket=self.bucket, Key=key)
+        body = obj["Body"]
+
+        def chunks() -> Iterator[bytes]:
+            with _translated(key):
+                yield from body.iter_chunks(CHUNK_BYTES)
+
+        return StoredObject(key, int(obj["ContentLength"]), chunks(), body.close)
+
     def put_bytes(self, key: str, data: bytes, *, content_type: str, filename: str | None = None) -> None:
         with _translated(key):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
@@ -203,7 +239,7 @@ class S3Storage(Storage):
 class LocalStorage(Storage):
     """The same key layout in a local directory (one machine, no S3). Writes are atomic renames.
 
-    ``presign`` returns None: the API streams ``path(key)`` itself. Content types are not
+    ``presign`` returns None: the API streams ``open(key)`` itself. Content types are not
     stored; the reader derives them from the key's extension (``contract.OUTPUT_FORMATS``).
     """
 
@@ -240,6 +276,14 @@ class LocalStorage(Storage):
             return self.path(key).read_bytes()
         except FileNotFoundError:
             raise ObjectNotFound(f"no object {key!r}") from None
+
+    def open(self, key: str) -> StoredObject:
+        try:
+            handle = self.path(key).open("rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {key!r}") from None
+        size = os.fstat(handle.fileno()).st_size
+        return StoredObject(key, size, iter(lambda: handle.read(CHUNK_BYTES), b""), handle.close)
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str, filename: str | None = None) -> None:
         self._write(key, lambda out: out.write(data))

@@ -1,5 +1,5 @@
 """Stored voices in Redis (torch-free, Celery-free): a reference clip whose speaker latents a worker
-encodes once. Reached as ``JobStore(...).voices``.
+encodes once.
 
 Layout: ``{p}:voice:{id}`` hash (no TTL: voices live until deleted) · ``{p}:voices:{owner}`` sorted set
 by created time. Operator voices (files in ``ECHO_VOICES_DIR``) belong to :data:`OPERATOR_OWNER`, a name
@@ -12,12 +12,13 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 import redis
 
-from worker.contract import VoiceState
-from worker.records import iso, loads, new_id, opt_float
+from jobs.contract import VoiceState
+from jobs.records import iso, loads, new_id, opt_float
 
 OPERATOR_OWNER = ":operator"  # key names come from "name:token" pairs, so none contains ':'
 
@@ -85,6 +86,10 @@ class VoiceStore:
         self._register = client.register_script(_REGISTER)
         self._update = client.register_script(_UPDATE)
 
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> VoiceStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True), **kwargs)
+
     def _key(self, voice_id: str) -> str:
         return f"{self.prefix}:voice:{voice_id}"
 
@@ -128,6 +133,11 @@ class VoiceStore:
         if owner is not None and record.owner != owner and not record.operator:
             return None
         return record
+
+    def find(self, voice: str, *, owner: str) -> VoiceRecord | None:
+        """The voice a request names: ``owner``'s or an operator voice by id, or an operator voice by its
+        file name (``narrator.wav`` names ``narrator``). None when nothing matches."""
+        return self.get(voice, owner=owner) or (self.get(PurePath(voice).stem, owner=owner) if "." in voice else None)
 
     def list_voices(self, owner: str) -> list[VoiceRecord]:
         """``owner``'s voices, newest first, then the operator voices."""

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from .settings import SettingsError, WorkerSettings
+from worker.settings import SettingsError, WorkerSettings
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

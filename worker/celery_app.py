@@ -14,10 +14,10 @@ import sys
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
-from .contract import ENCODE_VOICE, QUEUE_INTERACTIVE, QUEUES, SYNTHESIZE
-from .settings import WorkerSettings
+from jobs.contract import ENCODE_VOICE, QUEUE_INTERACTIVE, QUEUES, SYNTHESIZE
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .jobstore import JobStore
-from .settings import WorkerSettings
-from .storage import Storage, open_storage
+from jobs.jobstore import JobStore
+from jobs.storage import Storage, open_storage
+from jobs.voicestore import VoiceStore
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,14 @@ class Engine:
     storage: Storage
     jobs: JobStore
     device: str = "cpu"
+    voices: VoiceStore = field(init=False)  # on the job store's Redis connection
     latents: LatentsCache = field(default_factory=lambda: LatentsCache(8))
     busy_job: str | None = None
     load_s: float = 0.0
     warmup_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.voices = VoiceStore(self.jobs.r, prefix=self.jobs.prefix, clock=self.jobs.clock)
 
     @property
     def model_revision(self) -> str:

@@ -11,8 +11,8 @@ from typing import Any
 
 import redis
 
-from .contract import HEARTBEAT_INTERVAL_S, HEARTBEAT_TTL_S, heartbeat_key
-from .jobstore import JobStore
+from jobs.contract import HEARTBEAT_INTERVAL_S, HEARTBEAT_TTL_S, heartbeat_key
+from jobs.jobstore import JobStore
 
 log = logging.getLogger(__name__)
 

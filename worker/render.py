@@ -20,22 +20,22 @@ from echo_tts.audio import encode_audio, join_segments
 from echo_tts.config import SamplerConfig, sampler_preset
 from echo_tts.errors import Cancelled
 from echo_tts.text import split_text
-
-from .contract import SynthesisRequest
+from jobs.contract import SynthesisRequest
+from jobs.errors import ErrorCode, ServiceError
 
 SEED_SPACE = 2**63  # seeds wrap inside torch.Generator.manual_seed's accepted range
 
 
-class RenderCancelled(Exception):
+class RenderCancelled(ServiceError):
     """Raised when the job's cancel flag was seen between diffusion steps."""
 
+    code = ErrorCode.CANCELED
 
-class RenderTimeLimit(Exception):
+
+class RenderTimeLimit(ServiceError):
     """Raised when a render ran past its time limit (checked between diffusion steps)."""
 
-
-class Speaker(Protocol):
-    """An ``echo_tts.speaker.SpeakerLatents`` (opaque here)."""
+    code = ErrorCode.TIME_LIMIT
 
 
 class SynthResult(Protocol):

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from echo_tts.errors import InvalidAudio, InvalidInput, TextTooLong, UnsupportedFormat
-
-from .contract import (
+from jobs.contract import (
     MAX_DELIVERIES,
     OUTPUT_FORMATS,
     TERMINAL_STATES,
@@ -31,9 +30,10 @@ from .contract import (
     job_audio_key,
     job_result_key,
 )
+from jobs.storage import ObjectNotFound, StorageError, TransientStorageError
+
 from .engine import Engine
 from .render import ProgressReport, RenderCancelled, RenderControl, RenderTimeLimit, encode_output, render
-from .storage import ObjectNotFound, StorageError, TransientStorageError
 from .voices import JobFailure, resolve_speaker
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,13 @@ from typing import Any
 
 import redis
 from celery import Celery, Task, signals
-from celery.exceptions import SoftTimeLimitExceeded
 
-from .contract import ENCODE_VOICE, QUEUE_INTERACTIVE, SYNTHESIZE, ErrorCode
+from jobs.contract import ENCODE_VOICE, QUEUE_INTERACTIVE, SYNTHESIZE, ErrorCode
+from jobs.storage import TransientStorageError
+from worker.settings import WorkerSettings
+
 from .engine import get_engine
 from .runner import expire_delivery, fail_unexpected, run_synthesis
-from .settings import WorkerSettings
-from .storage import TransientStorageError
 from .voices import encode_voice
 
 TRANSIENT = (TransientStorageError, redis.ConnectionError, redis.TimeoutError)
@@ -59,9 +59,6 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
             if self.request.retries >= settings.storage_retries:
                 engine.jobs.fail(job_id, ErrorCode.STORAGE_UNAVAILABLE, f"storage kept failing: {exc}")
             raise
-        except SoftTimeLimitExceeded:
-            engine.jobs.fail(job_id, ErrorCode.TIME_LIMIT, f"ran past {settings.soft_time_limit_s:g} s")
-            raise
         except Exception as exc:
             fail_unexpected(engine, job_id, exc)
             raise
@@ -73,5 +70,5 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
             return encode_voice(engine, voice_id, reference_key)
         except TRANSIENT:
             if self.request.retries >= settings.storage_retries:
-                engine.jobs.voices.mark_failed(voice_id, ErrorCode.STORAGE_UNAVAILABLE, "storage kept failing")
+                engine.voices.mark_failed(voice_id, ErrorCode.STORAGE_UNAVAILABLE, "storage kept failing")
             raise

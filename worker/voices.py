@@ -13,20 +13,20 @@ from typing import Any
 from echo_tts.config import AE_DOWNSAMPLE_FACTOR, SAMPLE_RATE
 from echo_tts.errors import InvalidInput
 from echo_tts.speaker import SpeakerLatents
+from jobs.contract import SynthesisRequest, VoiceState, voice_latents_key, voice_reference_prefix
+from jobs.errors import ErrorCode, ServiceError
+from jobs.storage import ObjectNotFound
 
-from .contract import ErrorCode, SynthesisRequest, VoiceState, voice_latents_key, voice_reference_prefix
 from .engine import Engine
-from .storage import ObjectNotFound
 
 log = logging.getLogger(__name__)
 
 
-class JobFailure(Exception):
+class JobFailure(ServiceError):
     """Raised when a job must fail with a specific error code (bad voice, missing upload)."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
+        super().__init__(message, code=code)
 
 
 def _reference_key(engine: Engine, voice_id: str, recorded: str | None) -> str:
@@ -40,7 +40,7 @@ def _reference_key(engine: Engine, voice_id: str, recorded: str | None) -> str:
 
 def encode_voice(engine: Engine, voice_id: str, reference_key: str | None = None) -> dict[str, Any]:
     """Encode a voice's reference once and store its latents; idempotent when already ready."""
-    record = engine.jobs.voices.get(voice_id)
+    record = engine.voices.get(voice_id)
     if record is None:
         return {"voice_id": voice_id, "status": "unknown"}
     key = voice_latents_key(voice_id)
@@ -50,15 +50,15 @@ def encode_voice(engine: Engine, voice_id: str, reference_key: str | None = None
         reference = engine.storage.get_bytes(_reference_key(engine, voice_id, reference_key or record.reference_key))
         latents = engine.pipeline.encode_speaker(reference)
     except ObjectNotFound as exc:
-        engine.jobs.voices.mark_failed(voice_id, ErrorCode.INVALID_AUDIO, str(exc))
+        engine.voices.mark_failed(voice_id, ErrorCode.INVALID_AUDIO, str(exc))
         return {"voice_id": voice_id, "status": VoiceState.FAILED}
     except InvalidInput as exc:
-        engine.jobs.voices.mark_failed(voice_id, ErrorCode.INVALID_AUDIO, str(exc))
+        engine.voices.mark_failed(voice_id, ErrorCode.INVALID_AUDIO, str(exc))
         return {"voice_id": voice_id, "status": VoiceState.FAILED}
     engine.storage.put_bytes(key, latents.to_bytes(), content_type="application/octet-stream")
     info = {"num_latents": latents.length, "valid_frames": latents.valid_frames,
             "duration_s": round(latents.valid_frames * AE_DOWNSAMPLE_FACTOR / SAMPLE_RATE, 3)}
-    engine.jobs.voices.mark_ready(voice_id, key, info)
+    engine.voices.mark_ready(voice_id, key, info)
     engine.latents.put(key, latents)
     log.info("voice %s encoded: %s", voice_id, info)
     return {"voice_id": voice_id, "status": VoiceState.READY, **info}
@@ -66,12 +66,12 @@ def encode_voice(engine: Engine, voice_id: str, reference_key: str | None = None
 
 def voice_latents(engine: Engine, voice_id: str, owner: str | None) -> SpeakerLatents:
     """The stored voice's latents: from memory, else storage; a still-pending voice is encoded now."""
-    record = engine.jobs.voices.get(voice_id, owner=owner)
+    record = engine.voices.get(voice_id, owner=owner)
     if record is None:
         raise JobFailure(ErrorCode.VOICE_NOT_FOUND, f"voice {voice_id} does not exist")
     if record.status == VoiceState.PENDING:
         encode_voice(engine, voice_id)
-        record = engine.jobs.voices.get(voice_id, owner=owner)
+        record = engine.voices.get(voice_id, owner=owner)
     if record is None or record.status != VoiceState.READY:
         reason = (record.error or {}).get("message", "its reference could not be encoded") if record else "deleted"
         raise JobFailure(ErrorCode.VOICE_NOT_READY, f"voice {voice_id} is not usable: {reason}")

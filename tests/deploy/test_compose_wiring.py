@@ -56,7 +56,8 @@ def test_env_example_agrees_with_the_compose_defaults() -> None:
 
 def test_each_service_environment_satisfies_its_own_settings_loader(services: dict, tmp_path: Path) -> None:
     from api.settings import ApiSettings
-    from worker.settings import StorageSettings, WorkerSettings
+    from jobs.settings import StorageSettings
+    from worker.settings import WorkerSettings
 
     # Given the environment compose gives the api, worker and s3-init containers
     # When each is read by the settings loader that process uses

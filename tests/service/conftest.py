@@ -35,7 +35,7 @@ from service_helpers import (
     wait_for,
 )
 
-from worker.settings import StorageSettings
+from jobs.settings import StorageSettings
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from worker import contract
+from jobs import contract
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

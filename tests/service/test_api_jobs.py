@@ -9,8 +9,8 @@ import redis
 import requests
 from api_helpers import ApiServer, queued_tasks, wav_bytes
 
-from worker import contract
-from worker.jobstore import JobStore
+from jobs import contract
+from jobs.jobstore import JobStore
 
 pytest_plugins = ["api_fixtures"]
 

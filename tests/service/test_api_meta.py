@@ -14,8 +14,8 @@ import redis
 from api_helpers import ROOT, ApiServer, child_env, wav_bytes
 
 from api.schemas import Job, JobCreate
-from worker import contract
-from worker.jobstore import JobStore
+from jobs import contract
+from jobs.jobstore import JobStore
 
 pytest_plugins = ["api_fixtures"]
 

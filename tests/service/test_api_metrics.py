@@ -10,7 +10,7 @@ import requests
 from api_helpers import ApiServer
 from service_helpers import wait_for
 
-from worker.jobstore import JobStore
+from jobs.jobstore import JobStore
 
 pytest_plugins = ["api_fixtures"]
 
@@ -60,13 +60,15 @@ def test_metrics_need_no_key_and_parse_as_prometheus_text(api: ApiServer) -> Non
     # Given an API with keys configured
     # When /metrics is fetched without one
     samples = scrape(api)
-    # Then it parses, and reports Redis up, the build, both queues and every job state
+    # Then it parses, and reports Redis up, the build, both queues and every job state (live or finished)
     assert value(samples, "echo_redis_up") == 1
     assert any(name == "echo_build_info" for name, _ in samples)
     assert {labels for name, labels in samples if name == "echo_queue_depth"} == {
         frozenset({("queue", "tts")}), frozenset({("queue", "tts-bulk")})}
     states = {dict(labels)["state"] for name, labels in samples if name == "echo_jobs"}
-    assert states == {"queued", "running", "succeeded", "failed", "canceled", "expired"}
+    finished = {dict(labels)["state"] for name, labels in samples if name == "echo_jobs_finished_total"}
+    assert states | finished == {"queued", "running", "succeeded", "failed", "canceled", "expired"}
+    assert states == {"queued", "running"}
 
 
 def test_metrics_move_when_a_job_is_submitted(api: ApiServer) -> None:

@@ -21,7 +21,7 @@ import soundfile as sf
 from api_helpers import API_KEYS, ApiServer, queued_tasks, wav_bytes
 from service_helpers import ApiProcess, wait_for
 
-from worker.jobstore import JobStore
+from jobs.jobstore import JobStore
 
 pytest_plugins = ["api_fixtures"]
 FAST = {"num_steps": 2}

@@ -12,8 +12,8 @@ from api import create_app
 from api.queue import RecordingQueue
 from api.settings import ApiSettings, SettingsError, parse_api_keys
 from api.sniff import sniff_audio
-from worker import contract
-from worker.storage import LocalStorage
+from jobs import contract
+from jobs.storage import LocalStorage
 
 pytest_plugins = ["api_fixtures"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import redis
 from api_helpers import ApiServer, queued_tasks, s3_client, wav_bytes
 
-from worker import contract
-from worker.jobstore import JobStore
+from jobs import contract
+from jobs.voicestore import VoiceStore
 
 pytest_plugins = ["api_fixtures"]
 
@@ -39,7 +39,7 @@ def test_a_ready_voice_is_used_by_jobs_without_its_reference(api: ApiServer, api
                                                              redis_client: redis.Redis) -> None:
     # Given a voice the worker encoded
     voice_id = upload(api).json()["id"]
-    JobStore.from_url(api_redis_url).voices.mark_ready(voice_id, contract.voice_latents_key(voice_id))
+    VoiceStore.from_url(api_redis_url).mark_ready(voice_id, contract.voice_latents_key(voice_id))
     # When alice submits a job with it
     response = api.call("POST", "/v1/jobs", json={"text": "In my voice.", "voice": voice_id})
     # Then the voice shows ready and the task names the voice, not a reference upload
@@ -52,7 +52,7 @@ def test_a_ready_voice_is_used_by_jobs_without_its_reference(api: ApiServer, api
 def test_a_failed_voice_cannot_be_used(api: ApiServer, api_redis_url: str) -> None:
     # Given a voice whose encoding failed
     voice_id = upload(api).json()["id"]
-    JobStore.from_url(api_redis_url).voices.mark_failed(voice_id, "invalid_audio", "not decodable")
+    VoiceStore.from_url(api_redis_url).mark_failed(voice_id, "invalid_audio", "not decodable")
     # When a job names it, Then it is refused naming the voice field
     response = api.call("POST", "/v1/jobs", json={"text": "Hi.", "voice": voice_id})
     assert response.status_code == 422 and "voice" in response.json()["error"]["message"]

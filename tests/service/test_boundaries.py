@@ -75,8 +75,60 @@ def _environment_reads(path: Path) -> list[str]:
 
 def test_only_the_settings_modules_read_the_environment() -> None:
     # Given every module of the service and the model library
-    modules = [p for package in ("api", "worker", "echo_tts") for p in sorted((ROOT / package).rglob("*.py"))]
+    modules = [p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))]
     # When they are searched for environment reads
     reads = [place for path in modules for place in _environment_reads(path)]
-    # Then only the two settings modules read it
-    assert modules and {place.split(":")[0] for place in reads} <= {"api/settings.py", "worker/settings.py"}, reads
+    # Then only the three settings modules read it
+    allowed = {"api/settings.py", "worker/settings.py", "jobs/settings.py"}
+    assert modules and {place.split(":")[0] for place in reads} <= allowed, reads
+
+
+PACKAGES = ("api", "worker", "jobs", "echo_tts")
+
+
+def _imported_roots(package: str) -> dict[str, set[str]]:
+    """Top-level names each module of ``package`` imports (absolute imports; relative ones stay inside)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def _offenders(package: str, forbidden: set[str]) -> list[str]:
+    return [f"{module} imports {sorted(names & forbidden)}"
+            for module, names in _imported_roots(package).items() if names & forbidden]
+
+
+def test_api_imports_nothing_from_worker() -> None:
+    # Given every module of the API
+    # When their imports are read
+    # Then none names the worker package (the API reaches the shared layer, jobs/, instead)
+    assert _offenders("api", {"worker", "torch", "torchaudio", "echo_tts"}) == []
+
+
+def test_api_and_worker_build_on_jobs() -> None:
+    # Given the API and the worker
+    # When their imports are read
+    # Then both import the shared layer
+    assert any("jobs" in names for names in _imported_roots("api").values())
+    assert any("jobs" in names for names in _imported_roots("worker").values())
+
+
+def test_jobs_imports_neither_side_nor_torch() -> None:
+    # Given the shared layer
+    # When its imports are read
+    # Then it names neither the API nor the worker, and no torch, Celery worker internals or Flask
+    assert _offenders("jobs", {"api", "worker", "torch", "torchaudio", "flask", "echo_tts"}) == []
+
+
+def test_echo_tts_imports_none_of_the_service_packages() -> None:
+    # Given the model library
+    # When its imports are read
+    # Then it knows nothing of the service
+    assert _offenders("echo_tts", {"api", "worker", "jobs"}) == []

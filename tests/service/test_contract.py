@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from worker import contract
-from worker.contract import ContractError, JobState, SynthesisRequest
+from jobs import contract
+from jobs.contract import ContractError, JobState, SynthesisRequest
 
 
 def _request(**changes: object) -> SynthesisRequest:
@@ -85,7 +85,7 @@ def test_the_contract_and_settings_import_without_torch_celery_redis_or_echo_tts
         "import sys\n"
         "for name in ('torch', 'celery', 'redis', 'echo_tts', 'boto3', 'numpy'):\n"
         "    sys.modules[name] = None\n"
-        "import worker.contract, worker.settings\n"
+        "import jobs.contract, jobs.settings\n"
         "print('ok')\n"
     )
     # When the contract and settings are imported

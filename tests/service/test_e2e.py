@@ -20,9 +20,9 @@ import requests
 import soundfile as sf
 from service_helpers import ApiProcess, wait_for
 
-from worker.contract import OUTPUT_FORMATS, TERMINAL_STATES
-from worker.settings import StorageSettings
-from worker.storage import S3Storage
+from jobs.contract import OUTPUT_FORMATS, TERMINAL_STATES
+from jobs.settings import StorageSettings
+from jobs.storage import S3Storage
 
 pytestmark = pytest.mark.slow
 FAST = {"num_steps": 2}
@@ -137,7 +137,7 @@ def test_a_worker_killed_mid_render_loses_nothing_and_the_job_succeeds_once(serv
     storage = S3Storage(StorageSettings.from_env(env))
     key = done["result"]["url"].split("?")[0].split(env["ECHO_S3_BUCKET"] + "/")[1]
     assert sorted(storage.list_keys(f"jobs/{job['id']}/")) == sorted([key, f"jobs/{job['id']}/result.json"])
-    from worker.jobstore import JobStore
+    from jobs.jobstore import JobStore
 
     assert JobStore.from_url(env["ECHO_REDIS_URL"]).get(job["id"]).attempts == 2  # type: ignore[union-attr]
 

@@ -20,14 +20,15 @@ import requests
 from api_helpers import ApiServer
 from service_helpers import ApiProcess, wait_for
 
-from worker import contract
-from worker.contract import ErrorCode, JobState, SynthesisRequest
+from jobs import contract
+from jobs.contract import ErrorCode, JobState, SynthesisRequest
+from jobs.jobstore import JobRecord, JobStore
+from jobs.records import iso
+from jobs.settings import StorageSettings
+from jobs.storage import LocalStorage, S3Storage
 from worker.engine import Engine
-from worker.jobstore import JobRecord, JobStore
-from worker.records import iso
 from worker.runner import expire_delivery, run_synthesis
-from worker.settings import StorageSettings, WorkerSettings
-from worker.storage import LocalStorage, S3Storage
+from worker.settings import WorkerSettings
 
 pytest_plugins = ["api_fixtures"]
 START = 1_760_000_000.0

@@ -1,4 +1,4 @@
-"""worker.jobstore and worker.voicestore against a real redis-server."""
+"""jobs.jobstore against a real redis-server."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import threading
 import pytest
 import redis
 
-from worker.contract import JobState, VoiceState
-from worker.jobstore import IdempotencyConflict, InvalidCursor, JobStore
-from worker.voicestore import OPERATOR_OWNER
+from jobs.contract import JobState
+from jobs.jobstore import IdempotencyConflict, InvalidCursor, JobStore
 
 pytest_plugins = ["api_fixtures"]
 
@@ -253,43 +252,21 @@ def test_heartbeats_list_live_workers_and_expire(store: JobStore, redis_client: 
     assert 0 < redis_client.ttl("echo:heartbeat:w1") <= 30
 
 
-def test_voices_belong_to_their_owner_and_operator_voices_to_all(store: JobStore) -> None:
-    # Given a voice of alice and an operator voice
-    mine = store.voices.create("alice", "me", "voices/v/reference.wav")
-    op, changed = store.voices.register_operator("narrator", "narrator.wav", "voices/narrator/reference.wav", "ab")
-    # Then alice sees both, bob sees only the operator voice
-    assert changed and op.operator and op.owner == OPERATOR_OWNER and op.status is VoiceState.PENDING
-    assert [v.id for v in store.voices.list_voices("alice")] == [mine.id, "narrator"]
-    assert [v.id for v in store.voices.list_voices("bob")] == ["narrator"]
-    assert store.voices.get(mine.id, owner="bob") is None
-    assert store.voices.get("narrator", owner="bob") == op
-
-
-def test_registering_the_same_operator_voice_again_changes_nothing(store: JobStore) -> None:
-    # Given a registered, encoded operator voice
-    store.voices.register_operator("narrator", "narrator.wav", "voices/narrator/reference.wav", "ab")
-    store.voices.mark_ready("narrator", "voices/narrator/latents.safetensors")
-    # When it is registered again with the same content, Then it stays ready
-    record, changed = store.voices.register_operator("narrator", "narrator.wav", "voices/narrator/reference.wav", "ab")
-    assert not changed and record.status is VoiceState.READY
-    # And new content makes it pending again
-    record, changed = store.voices.register_operator("narrator", "narrator.wav", "voices/narrator/reference.wav", "cd")
-    assert changed and record.status is VoiceState.PENDING
-
-
-def test_a_voice_becomes_ready_or_failed_and_can_be_deleted(store: JobStore) -> None:
-    # Given two pending voices
-    good = store.voices.create("alice", "good", "voices/a/reference.wav")
-    bad = store.voices.create("alice", "bad", "voices/b/reference.wav")
-    # When one is encoded and the other fails
-    assert store.voices.mark_ready(good.id, "voices/a/latents.safetensors", {"duration_s": 3.0})
-    assert store.voices.mark_failed(bad.id, "invalid_audio", "not audio")
-    # Then their records say so
-    ready, failed = store.voices.get(good.id), store.voices.get(bad.id)
-    assert ready is not None and ready.status is VoiceState.READY and ready.info == {"duration_s": 3.0}
-    assert failed is not None and failed.status is VoiceState.FAILED and failed.error == {
-        "code": "invalid_audio", "message": "not audio"}
-    # And a deleted voice is gone and cannot be resurrected by a late worker
-    assert store.voices.delete(good.id) and not store.voices.delete(good.id)
-    assert not store.voices.mark_ready(good.id, "k") and store.voices.get(good.id) is None
-    assert [v.id for v in store.voices.list_voices("alice")] == [bad.id]
+def test_counts_by_state_follow_every_transition_without_a_scan(store: JobStore) -> None:
+    # Given three jobs: one stays queued, one succeeds, one is canceled while queued
+    waiting, _ = store.create("alice", {"text": "a"})
+    done, _ = store.create("alice", {"text": "b"})
+    dropped, _ = store.create("bob", {"text": "c"})
+    assert store.mark_running(done.id) and store.mark_running(done.id)  # a re-delivery counts once
+    assert store.succeed(done.id, {"key": "jobs/x/audio.wav", "duration_s": 1.0})
+    assert store.mark_canceled_if_queued(dropped.id)
+    # When the counts are read
+    counts = store.counts_by_state()
+    # Then each job is counted once, in the state it is in now
+    assert counts[JobState.QUEUED] == 1 and counts[JobState.RUNNING] == 0
+    assert counts[JobState.SUCCEEDED] == 1 and counts[JobState.CANCELED] == 1
+    assert counts[JobState.FAILED] == 0 and counts[JobState.EXPIRED] == 0
+    # And a refused transition (the job is no longer queued) moves nothing
+    assert not store.mark_canceled_if_queued(done.id)
+    assert store.counts_by_state() == counts
+    assert waiting.status is JobState.QUEUED

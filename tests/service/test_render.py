@@ -11,7 +11,7 @@ import pytest
 
 from echo_tts.config import SamplerConfig
 from echo_tts.errors import Cancelled, InvalidInput
-from worker.contract import SynthesisRequest
+from jobs.contract import SynthesisRequest
 from worker.render import (
     ProgressReport,
     RenderCancelled,

@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from echo_tts.speaker import SpeakerLatents
-from worker import contract
-from worker.contract import ErrorCode, JobState, SynthesisRequest, VoiceState
+from jobs import contract
+from jobs.contract import ErrorCode, JobState, SynthesisRequest, VoiceState
+from jobs.jobstore import JobStore
+from jobs.storage import LocalStorage, TransientStorageError
 from worker.engine import Engine
-from worker.jobstore import JobStore
 from worker.runner import run_synthesis
 from worker.settings import WorkerSettings
-from worker.storage import LocalStorage, TransientStorageError
 from worker.voices import encode_voice
 
 
@@ -134,7 +134,7 @@ def test_a_cancel_while_rendering_stops_between_steps_and_uploads_nothing(engine
 def test_a_stored_voice_is_encoded_once_and_then_only_loaded(engine: Engine) -> None:
     # Given a pending voice with a reference in storage
     engine.storage.put_bytes("voices/v1/reference.wav", b"RIFF", content_type="audio/wav")
-    engine.jobs.voices.create("alice", "Ann", "voices/v1/reference.wav", voice_id="v1")
+    engine.voices.create("alice", "Ann", "voices/v1/reference.wav", voice_id="v1")
     # When the encode-voice task runs, then two jobs use the voice (one after the cache is emptied)
     assert encode_voice(engine, "v1")["status"] == VoiceState.READY
     run_synthesis(engine, _submit(engine, voice_id="v1", owner="alice"))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from worker.settings import SettingsError, StorageSettings
-from worker.storage import LocalStorage, ObjectNotFound, S3Storage, StorageError, TransientStorageError, open_storage
+from jobs.settings import SettingsError, StorageSettings
+from jobs.storage import LocalStorage, ObjectNotFound, S3Storage, StorageError, TransientStorageError, open_storage
 
 
 def test_the_bucket_is_created_when_missing_and_creation_is_idempotent(storage_settings: StorageSettings) -> None:

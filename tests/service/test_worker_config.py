@@ -7,11 +7,11 @@ import json
 import pytest
 import redis
 
-from worker import contract
+from jobs import contract
+from jobs.jobstore import JobStore
 from worker.celery_app import celery_config
 from worker.engine import EngineNotReady, LatentsCache, get_engine
 from worker.heartbeat import Heartbeat
-from worker.jobstore import JobStore
 from worker.settings import SettingsError, WorkerSettings
 
 BASE = {"ECHO_REDIS_URL": "redis://127.0.0.1:6379/0"}

@@ -9,11 +9,11 @@ import time
 import pytest
 from service_helpers import PYTHON, ROOT, heartbeat, process_env, submit_task, wait_for
 
-from worker import contract
-from worker.contract import JobState, SynthesisRequest
-from worker.jobstore import JobRecord, JobStore
-from worker.settings import StorageSettings
-from worker.storage import S3Storage
+from jobs import contract
+from jobs.contract import JobState, SynthesisRequest
+from jobs.jobstore import JobRecord, JobStore
+from jobs.settings import StorageSettings
+from jobs.storage import S3Storage
 
 FAST = {"num_steps": 2}
 

@@ -33,8 +33,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     config = dict(test_config or {})
     settings = config.pop("SETTINGS", None) or ApiSettings.from_env(config.pop("ENV", None))
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5,
-                                  socket_connect_timeout=5, health_check_interval=30)
+    client = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+    )
     s = Services(
         settings=settings,
         store=config.pop("STORE", None) or JobStore(client, job_ttl_s=settings.job_ttl_s),

@@ -44,8 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"api: configuration error: {exc}", file=sys.stderr)
         return 2
-    _Gunicorn({"bind": args.bind, "workers": args.workers, "threads": args.threads, "worker_class": "gthread",
-               "timeout": args.timeout, "loglevel": args.log_level, "accesslog": "-", "errorlog": "-"}).run()
+    _Gunicorn(
+        {
+            "bind": args.bind,
+            "workers": args.workers,
+            "threads": args.threads,
+            "worker_class": "gthread",
+            "timeout": args.timeout,
+            "loglevel": args.log_level,
+            "accesslog": "-",
+            "errorlog": "-",
+        }
+    ).run()
     return 0
 
 

@@ -28,8 +28,12 @@ def authenticate() -> None:
         if hmac.compare_digest(known.encode(), token.strip().encode()):
             owner = name
     if scheme.lower() != "bearer" or owner is None:
-        raise APIError(401, ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <API key>",
-                       headers={"WWW-Authenticate": 'Bearer realm="echo-tts"'})
+        raise APIError(
+            401,
+            ErrorCode.UNAUTHORIZED,
+            "send Authorization: Bearer <API key>",
+            headers={"WWW-Authenticate": 'Bearer realm="echo-tts"'},
+        )
     g.owner = owner
 
 

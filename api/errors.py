@@ -25,8 +25,15 @@ _DRAIN_CAP = 256 * 1024 * 1024  # read at most this much of a refused body so th
 class APIError(ServiceError):
     """Raised by views and services; becomes the JSON envelope with ``status``."""
 
-    def __init__(self, status: int, code: ErrorCode, message: str, details: dict[str, Any] | None = None, *,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: ErrorCode,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message, code=code)
         self.status, self.details = status, details or {}
         self.headers = headers or {}
@@ -39,8 +46,12 @@ def not_found(what: str, ident: str) -> APIError:
 
 def invalid(field: str, message: str, **details: Any) -> APIError:
     """422 naming the offending field."""
-    return APIError(422, ErrorCode.INVALID_REQUEST, f"{field}: {message}",
-                    {"errors": [{"field": field, "message": message, **details}]})
+    return APIError(
+        422,
+        ErrorCode.INVALID_REQUEST,
+        f"{field}: {message}",
+        {"errors": [{"field": field, "message": message, **details}]},
+    )
 
 
 def envelope(status: int, code: ErrorCode, message: str, details: dict[str, Any] | None = None) -> tuple[Response, int]:
@@ -70,9 +81,12 @@ def _validation_error(exc: ValidationError) -> tuple[Response, int]:
 def _too_large(exc: RequestEntityTooLarge) -> tuple[Response, int]:
     _drain()
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    return envelope(413, ErrorCode.PAYLOAD_TOO_LARGE,
-                    f"request body is larger than ECHO_MAX_UPLOAD_BYTES={limit} bytes",
-                    {"limit": "ECHO_MAX_UPLOAD_BYTES", "max_bytes": limit, "content_length": request.content_length})
+    return envelope(
+        413,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"request body is larger than ECHO_MAX_UPLOAD_BYTES={limit} bytes",
+        {"limit": "ECHO_MAX_UPLOAD_BYTES", "max_bytes": limit, "content_length": request.content_length},
+    )
 
 
 def _drain() -> None:
@@ -89,8 +103,13 @@ def _drain() -> None:
 
 
 # werkzeug's own refusals (routing, malformed requests) under our codes
-_HTTP_CODES = {400: ErrorCode.BAD_REQUEST, 404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
-               413: ErrorCode.PAYLOAD_TOO_LARGE, 415: ErrorCode.UNSUPPORTED_MEDIA_TYPE}
+_HTTP_CODES = {
+    400: ErrorCode.BAD_REQUEST,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+}
 
 
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -105,8 +124,12 @@ def _http_error(exc: HTTPException) -> tuple[Response, int]:
 
 def _unavailable(exc: Exception) -> tuple[Response, int]:
     log.error("backend unavailable on %s %s: %s", request.method, request.path, exc)
-    return envelope(503, ErrorCode.UNAVAILABLE, "storage, Redis or the queue is unavailable; try again shortly",
-                    {"backend": type(exc).__name__})
+    return envelope(
+        503,
+        ErrorCode.UNAVAILABLE,
+        "storage, Redis or the queue is unavailable; try again shortly",
+        {"backend": type(exc).__name__},
+    )
 
 
 def _unexpected(exc: Exception) -> tuple[Response, int]:

@@ -35,8 +35,9 @@ UNAVAILABLE = (StorageError, OperationalError, redis.RedisError)
 def parse_submission() -> tuple[JobCreate, Upload | None]:
     """The request body (JSON, or a form: multipart with an optional ``speaker_audio`` file) as a JobCreate."""
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        data = form_fields(json_fields=("overrides", "metadata"), int_fields=("seed", "sample_rate"),
-                           files=("speaker_audio",))
+        data = form_fields(
+            json_fields=("overrides", "metadata"), int_fields=("seed", "sample_rate"), files=("speaker_audio",)
+        )
         upload = read_audio("speaker_audio", max_seconds=services().settings.max_reference_seconds, required=False)
         return JobCreate.model_validate(data), upload
     return JobCreate.model_validate(json_body()), None
@@ -46,8 +47,12 @@ def check_text_length(text: str, field: str) -> None:
     """413 naming ECHO_MAX_TEXT_CHARS when ``text`` (the request's ``field``) is longer than one job may be."""
     limit = services().settings.max_text_chars
     if len(text) > limit:
-        raise APIError(413, ErrorCode.TEXT_TOO_LONG, f"{field} has {len(text)} characters; the limit is "
-                       f"ECHO_MAX_TEXT_CHARS={limit}", {"limit": "ECHO_MAX_TEXT_CHARS", "max_chars": limit, "field": field})
+        raise APIError(
+            413,
+            ErrorCode.TEXT_TOO_LONG,
+            f"{field} has {len(text)} characters; the limit is ECHO_MAX_TEXT_CHARS={limit}",
+            {"limit": "ECHO_MAX_TEXT_CHARS", "max_chars": limit, "field": field},
+        )
 
 
 def _check_limits(owner: str, body: JobCreate, upload: Upload | None) -> str | None:
@@ -56,9 +61,12 @@ def _check_limits(owner: str, body: JobCreate, upload: Upload | None) -> str | N
     check_text_length(body.text, "text")
     size = len(json.dumps(body.metadata))
     if size > settings.max_metadata_bytes:
-        raise APIError(413, ErrorCode.METADATA_TOO_LARGE, f"metadata is {size} bytes of JSON; the limit is "
-                       f"ECHO_MAX_METADATA_BYTES={settings.max_metadata_bytes}",
-                       {"limit": "ECHO_MAX_METADATA_BYTES", "field": "metadata"})
+        raise APIError(
+            413,
+            ErrorCode.METADATA_TOO_LARGE,
+            f"metadata is {size} bytes of JSON; the limit is ECHO_MAX_METADATA_BYTES={settings.max_metadata_bytes}",
+            {"limit": "ECHO_MAX_METADATA_BYTES", "field": "metadata"},
+        )
     rate_problems = contract.sample_rate_errors(body.format, body.sample_rate) if body.sample_rate is not None else []
     if rate_problems:
         raise invalid("sample_rate", rate_problems[0])
@@ -67,14 +75,23 @@ def _check_limits(owner: str, body: JobCreate, upload: Upload | None) -> str | N
     return voices_service.resolve(owner, body.voice).id if body.voice else None
 
 
-def _synthesis_request(job_id: str, owner: str, body: JobCreate, upload: Upload | None,
-                       voice_id: str | None) -> SynthesisRequest:
+def _synthesis_request(
+    job_id: str, owner: str, body: JobCreate, upload: Upload | None, voice_id: str | None
+) -> SynthesisRequest:
     speaker_key = contract.upload_key(job_id, f"reference.{upload.kind.extension}") if upload else None
     req = SynthesisRequest(
-        job_id=job_id, text=body.text, seed=secrets.randbelow(2**32) if body.seed is None else body.seed,
-        format=body.format, preset=body.preset, overrides=body.overrides.model_dump(exclude_unset=True),
-        voice_id=voice_id, speaker_key=speaker_key, sample_rate=body.sample_rate, owner=owner,
-        metadata=body.metadata)
+        job_id=job_id,
+        text=body.text,
+        seed=secrets.randbelow(2**32) if body.seed is None else body.seed,
+        format=body.format,
+        preset=body.preset,
+        overrides=body.overrides.model_dump(exclude_unset=True),
+        voice_id=voice_id,
+        speaker_key=speaker_key,
+        sample_rate=body.sample_rate,
+        owner=owner,
+        metadata=body.metadata,
+    )
     try:
         req.validate()  # the contract's own check: a safety net behind the schema
     except ContractError as exc:
@@ -89,12 +106,21 @@ def submit(owner: str, body: JobCreate, upload: Upload | None, idempotency_key: 
     req = _synthesis_request(new_id("job"), owner, body, upload, voice_id)
     fp = fingerprint({"body": body.model_dump(mode="json"), "speaker_audio": upload.sha256 if upload else None})
     try:
-        record, created = s.store.create(owner, req.to_dict(), idempotency_key=idempotency_key,
-                                         body_fingerprint=fp, job_id=req.job_id,
-                                         queue_timeout_s=s.settings.queue_timeout_s)
+        record, created = s.store.create(
+            owner,
+            req.to_dict(),
+            idempotency_key=idempotency_key,
+            body_fingerprint=fp,
+            job_id=req.job_id,
+            queue_timeout_s=s.settings.queue_timeout_s,
+        )
     except IdempotencyConflict as exc:
-        raise APIError(409, ErrorCode.IDEMPOTENCY_CONFLICT, "this Idempotency-Key was used with a different body",
-                       {"job_id": exc.job_id}) from None
+        raise APIError(
+            409,
+            ErrorCode.IDEMPOTENCY_CONFLICT,
+            "this Idempotency-Key was used with a different body",
+            {"job_id": exc.job_id},
+        ) from None
     if created:
         try:
             if upload and req.speaker_key:
@@ -134,25 +160,42 @@ def _result(record: JobRecord) -> dict[str, Any] | None:
     fmt = record.request.get("format", contract.DEFAULT_FORMAT)
     filename = f"{record.id}.{contract.OUTPUT_FORMATS[fmt].extension}"
     url = services().storage.presign(audio_key(record), filename=filename) or _local_audio_url(record.id)
-    return {"url": url, "format": fmt, "content_type": contract.OUTPUT_FORMATS[fmt].content_type,
-            **{k: record.result.get(k) for k in ("duration_s", "sample_rate", "bytes")}}
+    return {
+        "url": url,
+        "format": fmt,
+        "content_type": contract.OUTPUT_FORMATS[fmt].content_type,
+        **{k: record.result.get(k) for k in ("duration_s", "sample_rate", "bytes")},
+    }
 
 
 def _echo(req: dict[str, Any]) -> dict[str, Any]:
-    return {"text": req.get("text", ""), "voice": req.get("voice_id"), "speaker_audio": bool(req.get("speaker_key")),
-            **{k: req.get(k) for k in ("preset", "overrides", "seed", "format", "sample_rate", "metadata")}}
+    return {
+        "text": req.get("text", ""),
+        "voice": req.get("voice_id"),
+        "speaker_audio": bool(req.get("speaker_key")),
+        **{k: req.get(k) for k in ("preset", "overrides", "seed", "format", "sample_rate", "metadata")},
+    }
 
 
 def view(record: JobRecord) -> dict[str, Any]:
     """The public JSON of a job (schemas.Job); the result URL is presigned afresh on every call."""
     self_url = url_for("jobs.get_job", job_id=record.id)
     return {
-        "id": record.id, "status": record.status.value,
-        "created_at": record.created_at, "started_at": record.started_at, "finished_at": record.finished_at,
-        "created_ts": record.created_ts, "started_ts": record.started_ts, "finished_ts": record.finished_ts,
-        "progress": vars(record.progress).copy(), "cancel_requested": record.cancel_requested,
-        "request": _echo(record.request), "result": _result(record), "error": record.error,
-        "timings": record.timings, "links": {"self": self_url, "audio": f"{self_url}/audio"},
+        "id": record.id,
+        "status": record.status.value,
+        "created_at": record.created_at,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "created_ts": record.created_ts,
+        "started_ts": record.started_ts,
+        "finished_ts": record.finished_ts,
+        "progress": vars(record.progress).copy(),
+        "cancel_requested": record.cancel_requested,
+        "request": _echo(record.request),
+        "result": _result(record),
+        "error": record.error,
+        "timings": record.timings,
+        "links": {"self": self_url, "audio": f"{self_url}/audio"},
     }
 
 
@@ -172,7 +215,8 @@ def list_owned(owner: str) -> dict[str, Any]:
     query = JobListQuery.model_validate({k: v for k, v in raw.items() if v is not None})
     try:
         records, cursor = services().store.list_jobs(
-            owner, status=[JobState(s) for s in query.status or []] or None, limit=query.limit, cursor=query.cursor)
+            owner, status=[JobState(s) for s in query.status or []] or None, limit=query.limit, cursor=query.cursor
+        )
     except InvalidCursor as exc:
         raise invalid("cursor", str(exc)) from None
     return {"jobs": [view(r) for r in records], "next_cursor": cursor}
@@ -197,10 +241,18 @@ def audio_response(owner: str, job_id: str) -> Response:
     record = get_owned(owner, job_id)
     result = _result(record)
     if result is None:
-        raise APIError(409, ErrorCode.NOT_READY, f"job {job_id} is {record.status.value}; audio exists once it succeeded",
-                       {"status": record.status.value})
+        raise APIError(
+            409,
+            ErrorCode.NOT_READY,
+            f"job {job_id} is {record.status.value}; audio exists once it succeeded",
+            {"status": record.status.value},
+        )
     if result["url"] != _local_audio_url(record.id):
         return redirect(result["url"], code=302)
     name = f"{record.id}.{contract.OUTPUT_FORMATS[result['format']].extension}"
-    return stream_object(audio_key(record), result["content_type"], disposition=f'attachment; filename="{name}"',
-                         gone=f"the audio of job {job_id} is no longer in storage")
+    return stream_object(
+        audio_key(record),
+        result["content_type"],
+        disposition=f'attachment; filename="{name}"',
+        gone=f"the audio of job {job_id} is no longer in storage",
+    )

@@ -116,8 +116,15 @@ class Exposition:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[Mapping[str, object], float]],
-               *, sample_name: str | None = None) -> None:
+    def family(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[tuple[Mapping[str, object], float]],
+        *,
+        sample_name: str | None = None,
+    ) -> None:
         self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         self.lines += [_sample(sample_name or name, labels, value) for labels, value in samples]
 
@@ -132,16 +139,28 @@ def _build_info(out: Exposition, s: Services) -> None:
         version = "unknown"
     labels = {"version": version, "python": platform.python_version(), "storage": s.storage.backend}
     out.family("echo_build_info", "gauge", "Build of this API process (value is always 1)", [(labels, 1)])
-    out.family("echo_api_process_start_time_seconds", "gauge", "Start time of this API process (epoch seconds)",
-               [({}, _STARTED)])
+    out.family(
+        "echo_api_process_start_time_seconds",
+        "gauge",
+        "Start time of this API process (epoch seconds)",
+        [({}, _STARTED)],
+    )
 
 
 def _queues(out: Exposition, s: Services) -> None:
     depths, unacked = s.store.queue_depths(contract.QUEUES)
-    out.family("echo_queue_depth", "gauge", "Messages waiting in a Celery queue (not yet taken by a worker)",
-               [({"queue": q}, n) for q, n in depths.items()])
-    out.family("echo_unacked_messages", "gauge", "Messages taken by a worker and not yet acknowledged (all queues)",
-               [({}, unacked)])
+    out.family(
+        "echo_queue_depth",
+        "gauge",
+        "Messages waiting in a Celery queue (not yet taken by a worker)",
+        [({"queue": q}, n) for q, n in depths.items()],
+    )
+    out.family(
+        "echo_unacked_messages",
+        "gauge",
+        "Messages taken by a worker and not yet acknowledged (all queues)",
+        [({}, unacked)],
+    )
 
 
 def _workers(out: Exposition, s: Services) -> None:
@@ -151,18 +170,34 @@ def _workers(out: Exposition, s: Services) -> None:
         for queue in beat.get("queues") or []:
             per_queue[str(queue)] += 1
     out.family("echo_workers_live", "gauge", "Workers with a live heartbeat", [({}, len(beats))])
-    out.family("echo_workers_busy", "gauge", "Live workers rendering a job (heartbeat, up to 10 s stale)",
-               [({}, sum(1 for b in beats if b.get("busy_job")))])
-    out.family("echo_workers_live_by_queue", "gauge", "Live workers consuming a queue",
-               [({"queue": q}, per_queue.get(q, 0)) for q in contract.QUEUES])
+    out.family(
+        "echo_workers_busy",
+        "gauge",
+        "Live workers rendering a job (heartbeat, up to 10 s stale)",
+        [({}, sum(1 for b in beats if b.get("busy_job")))],
+    )
+    out.family(
+        "echo_workers_live_by_queue",
+        "gauge",
+        "Live workers consuming a queue",
+        [({"queue": q}, per_queue.get(q, 0)) for q in contract.QUEUES],
+    )
 
 
 def _jobs(out: Exposition, s: Services) -> None:
     counts = s.store.counts_by_state()
-    out.family("echo_jobs", "gauge", "Jobs queued or running now",
-               [({"state": state.value}, counts[state]) for state in JobState if state not in TERMINAL_STATES])
-    out.family("echo_jobs_finished_total", "counter", "Jobs that reached a final state",
-               [({"state": state.value}, counts[state]) for state in JobState if state in TERMINAL_STATES])
+    out.family(
+        "echo_jobs",
+        "gauge",
+        "Jobs queued or running now",
+        [({"state": state.value}, counts[state]) for state in JobState if state not in TERMINAL_STATES],
+    )
+    out.family(
+        "echo_jobs_finished_total",
+        "counter",
+        "Jobs that reached a final state",
+        [({"state": state.value}, counts[state]) for state in JobState if state in TERMINAL_STATES],
+    )
 
 
 def _requests(out: Exposition, s: Services) -> None:
@@ -187,8 +222,11 @@ def _requests(out: Exposition, s: Services) -> None:
             hist.append(_sample(f"{name}_bucket", {**labels, "le": bound}, running))
         hist.append(_sample(f"{name}_sum", labels, float(sums.get(series, 0.0))))
         hist.append(_sample(f"{name}_count", labels, running))
-    out.lines += [f"# HELP {name} Time to the response headers, over all API processes", f"# TYPE {name} histogram",
-                  *hist]
+    out.lines += [
+        f"# HELP {name} Time to the response headers, over all API processes",
+        f"# TYPE {name} histogram",
+        *hist,
+    ]
 
 
 def render(s: Services, counter: RequestCounter | None) -> str:

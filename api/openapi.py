@@ -10,11 +10,25 @@ from pydantic.json_schema import models_json_schema
 from api import schemas
 
 REF = "#/components/schemas/{model}"
-_MODELS = (schemas.JobCreate, schemas.Job, schemas.JobList, schemas.Voice, schemas.VoiceList,
-           schemas.ErrorEnvelope, schemas.Readiness, schemas.Health, schemas.SpeechCreate)
-_ERRORS = {"401": "Missing or unknown API key", "404": "Unknown id, or another key's",
-           "409": "The job was canceled", "504": "The job did not finish within ECHO_SPEECH_TIMEOUT_S (details.job_id)",
-           "413": "A limit was exceeded (the message names the setting)", "422": "Invalid field (named)"}
+_MODELS = (
+    schemas.JobCreate,
+    schemas.Job,
+    schemas.JobList,
+    schemas.Voice,
+    schemas.VoiceList,
+    schemas.ErrorEnvelope,
+    schemas.Readiness,
+    schemas.Health,
+    schemas.SpeechCreate,
+)
+_ERRORS = {
+    "401": "Missing or unknown API key",
+    "404": "Unknown id, or another key's",
+    "409": "The job was canceled",
+    "504": "The job did not finish within ECHO_SPEECH_TIMEOUT_S (details.job_id)",
+    "413": "A limit was exceeded (the message names the setting)",
+    "422": "Invalid field (named)",
+}
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -26,8 +40,9 @@ def _json(name: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
 
 
-def _op(summary: str, ok: tuple[str, str, str | None], *, errors: tuple[str, ...] = ("401", "404"),
-        **extra: Any) -> dict[str, Any]:
+def _op(
+    summary: str, ok: tuple[str, str, str | None], *, errors: tuple[str, ...] = ("401", "404"), **extra: Any
+) -> dict[str, Any]:
     status, description, model = ok
     responses = {status: _json(model, description) if model else {"description": description}}
     responses |= {code: _json("ErrorEnvelope", _ERRORS[code]) for code in errors}
@@ -35,65 +50,120 @@ def _op(summary: str, ok: tuple[str, str, str | None], *, errors: tuple[str, ...
 
 
 def _job_body() -> dict[str, Any]:
-    multipart = {"allOf": [_ref("JobCreate"), {"type": "object", "properties": {
-        "speaker_audio": {"type": "string", "format": "binary", "description": "One-shot reference audio"},
-        "overrides": {"type": "string", "description": "JSON object"},
-        "metadata": {"type": "string", "description": "JSON object"}}}]}
-    return {"required": True, "content": {"application/json": {"schema": _ref("JobCreate")},
-                                          "multipart/form-data": {"schema": multipart}}}
+    multipart = {
+        "allOf": [
+            _ref("JobCreate"),
+            {
+                "type": "object",
+                "properties": {
+                    "speaker_audio": {"type": "string", "format": "binary", "description": "One-shot reference audio"},
+                    "overrides": {"type": "string", "description": "JSON object"},
+                    "metadata": {"type": "string", "description": "JSON object"},
+                },
+            },
+        ]
+    }
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("JobCreate")}, "multipart/form-data": {"schema": multipart}},
+    }
 
 
 def _voice_body() -> dict[str, Any]:
-    schema = {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary"}, "name": {"type": "string", "maxLength": 128}}}
+    schema = {
+        "type": "object",
+        "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary"}, "name": {"type": "string", "maxLength": 128}},
+    }
     return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
 
 
 def _speech_op() -> dict[str, Any]:
     """OpenAI-compatible speech: waits for its job, answers the audio bytes."""
     audio = {"schema": {"type": "string", "format": "binary"}}
-    op = _op("OpenAI-compatible synchronous speech (a job on the queue, waited for)",
-             ("200", "The audio (X-Job-Id, X-Seed, X-Audio-Sample-Rate headers)", None),
-             errors=("401", "404", "409", "413", "422", "504"),
-             requestBody={"required": True, "content": {"application/json": {"schema": _ref("SpeechCreate")}}})
-    op["responses"]["200"]["content"] = {t: audio for t in ("audio/mpeg", "audio/ogg", "audio/mp4", "audio/flac",
-                                                            "audio/wav", "audio/L16")}
+    op = _op(
+        "OpenAI-compatible synchronous speech (a job on the queue, waited for)",
+        ("200", "The audio (X-Job-Id, X-Seed, X-Audio-Sample-Rate headers)", None),
+        errors=("401", "404", "409", "413", "422", "504"),
+        requestBody={"required": True, "content": {"application/json": {"schema": _ref("SpeechCreate")}}},
+    )
+    op["responses"]["200"]["content"] = {
+        t: audio for t in ("audio/mpeg", "audio/ogg", "audio/mp4", "audio/flac", "audio/wav", "audio/L16")
+    }
     return op
 
 
 def _paths() -> dict[str, Any]:
-    idem = {"name": "Idempotency-Key", "in": "header", "required": False,
-            "schema": {"type": "string", "maxLength": 255}}
-    listing = [{"name": "status", "in": "query", "schema": {"type": "string"}, "description": "comma-separated"},
-               {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-               {"name": "cursor", "in": "query", "schema": {"type": "string"}}]
+    idem = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 255},
+    }
+    listing = [
+        {"name": "status", "in": "query", "schema": {"type": "string"}, "description": "comma-separated"},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+    ]
     return {
         "/v1/jobs": {
-            "post": _op("Submit a synthesis job", ("202", "Queued (Location: the job)", "Job"),
-                        errors=("401", "413", "422"), parameters=[idem], requestBody=_job_body()),
-            "get": _op("List own jobs, newest first", ("200", "A page of jobs", "JobList"),
-                       errors=("401", "422"), parameters=listing)},
+            "post": _op(
+                "Submit a synthesis job",
+                ("202", "Queued (Location: the job)", "Job"),
+                errors=("401", "413", "422"),
+                parameters=[idem],
+                requestBody=_job_body(),
+            ),
+            "get": _op(
+                "List own jobs, newest first",
+                ("200", "A page of jobs", "JobList"),
+                errors=("401", "422"),
+                parameters=listing,
+            ),
+        },
         "/v1/jobs/{id}": {
-            "get": _op("Job status, progress, result (fresh URL), error, timings", ("200", "The job", "Job"),
-                       parameters=[_ID]),
-            "delete": _op("Cancel (idempotent)", ("200", "Canceled or finished (202: cancel requested)", "Job"),
-                          parameters=[_ID])},
-        "/v1/jobs/{id}/audio": {"get": _op("Download", ("302", "Redirect to a presigned URL (or the bytes)", None),
-                                           parameters=[_ID])},
+            "get": _op(
+                "Job status, progress, result (fresh URL), error, timings", ("200", "The job", "Job"), parameters=[_ID]
+            ),
+            "delete": _op(
+                "Cancel (idempotent)", ("200", "Canceled or finished (202: cancel requested)", "Job"), parameters=[_ID]
+            ),
+        },
+        "/v1/jobs/{id}/audio": {
+            "get": _op("Download", ("302", "Redirect to a presigned URL (or the bytes)", None), parameters=[_ID])
+        },
         "/v1/voices": {
-            "post": _op("Upload a reference voice", ("202", "Pending encode", "Voice"),
-                        errors=("401", "413", "422"), requestBody=_voice_body()),
-            "get": _op("Own voices and operator voices", ("200", "Voices", "VoiceList"), errors=("401",))},
+            "post": _op(
+                "Upload a reference voice",
+                ("202", "Pending encode", "Voice"),
+                errors=("401", "413", "422"),
+                requestBody=_voice_body(),
+            ),
+            "get": _op("Own voices and operator voices", ("200", "Voices", "VoiceList"), errors=("401",)),
+        },
         "/v1/voices/{id}": {
             "get": _op("A voice", ("200", "The voice", "Voice"), parameters=[_ID]),
-            "delete": _op("Delete own voice (operator voices: 403)", ("204", "Deleted", None), parameters=[_ID])},
+            "delete": _op("Delete own voice (operator voices: 403)", ("204", "Deleted", None), parameters=[_ID]),
+        },
         "/v1/audio/speech": {"post": _speech_op()},
         "/healthz": {"get": _op("Liveness", ("200", "Up", "Health"), errors=(), security=[])},
-        "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4); no key: firewall it", "security": [],
-                             "responses": {"200": {"description": "Metrics",
-                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/readyz": {"get": _op("Readiness: Redis, storage, a live worker", ("200", "Ready (503 otherwise)",
-                                                                            "Readiness"), errors=(), security=[])},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text format 0.0.4); no key: firewall it",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
+        "/readyz": {
+            "get": _op(
+                "Readiness: Redis, storage, a live worker",
+                ("200", "Ready (503 otherwise)", "Readiness"),
+                errors=(),
+                security=[],
+            )
+        },
         "/v1/openapi.json": {"get": _op("This document", ("200", "OpenAPI 3.1", None), errors=(), security=[])},
     }
 
@@ -105,7 +175,6 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Echo-TTS job service", "version": "1"},
         "paths": _paths(),
-        "components": {"schemas": defs["$defs"],
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": defs["$defs"], "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
     }

@@ -21,8 +21,13 @@ class CeleryQueue:
 
     def __init__(self, broker_url: str) -> None:
         self.celery = Celery("echo-api", broker=broker_url, set_as_current=False)
-        self.celery.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry=False,
-                                broker_connection_timeout=5, broker_transport_options={"socket_timeout": 5})
+        self.celery.conf.update(
+            task_serializer="json",
+            accept_content=["json"],
+            broker_connection_retry=False,
+            broker_connection_timeout=5,
+            broker_transport_options={"socket_timeout": 5},
+        )
 
     def send_synthesis(self, request: contract.SynthesisRequest, *, expires: float | None = None) -> None:
         """task_id is the job id, so a cancel can revoke it and logs line up. ``expires`` (epoch seconds,
@@ -33,8 +38,9 @@ class CeleryQueue:
     def send_encode_voice(self, voice_id: str, reference_key: str) -> None:
         self._send(contract.ENCODE_VOICE, {"voice_id": voice_id, "reference_key": reference_key})
 
-    def _send(self, name: str, kwargs: dict[str, Any], task_id: str | None = None,
-              expires: datetime | None = None) -> None:
+    def _send(
+        self, name: str, kwargs: dict[str, Any], task_id: str | None = None, expires: datetime | None = None
+    ) -> None:
         self.celery.send_task(name, kwargs=kwargs, queue=contract.QUEUE_INTERACTIVE, task_id=task_id, expires=expires)
 
     def revoke(self, task_id: str) -> None:

@@ -27,8 +27,12 @@ else:
 def _override_field(bound: contract.OverrideBound) -> tuple[Any, Any]:
     kind: Any = int if bound.kind is int else float
     note = " (null switches it off)" if bound.nullable else ""
-    field = Field(None, ge=bound.minimum, le=bound.maximum,
-                  description=f"{bound.name}: {bound.minimum}..{bound.maximum}{note}; absent = the preset's value")
+    field = Field(
+        None,
+        ge=bound.minimum,
+        le=bound.maximum,
+        description=f"{bound.name}: {bound.minimum}..{bound.maximum}{note}; absent = the preset's value",
+    )
     return (kind | None if bound.nullable else kind), field
 
 
@@ -41,24 +45,33 @@ if TYPE_CHECKING:
     Overrides = _Strict
 else:
     Overrides = create_model(
-        "Overrides", __base__=_Strict, **{name: _override_field(b) for name, b in contract.OVERRIDE_BOUNDS.items()})
+        "Overrides", __base__=_Strict, **{name: _override_field(b) for name, b in contract.OVERRIDE_BOUNDS.items()}
+    )
 
 
 class JobCreate(_Strict):
     """POST /v1/jobs (a JSON body, or the same fields as multipart form fields plus ``speaker_audio``)."""
 
-    text: str = Field(min_length=1, description="Text to speak; longer than one generation is split at "
-                                                 "sentence boundaries and stitched (limit: ECHO_MAX_TEXT_CHARS)")
+    text: str = Field(
+        min_length=1,
+        description="Text to speak; longer than one generation is split at "
+        "sentence boundaries and stitched (limit: ECHO_MAX_TEXT_CHARS)",
+    )
     voice: str | None = Field(None, max_length=128, description="A stored voice id (GET /v1/voices)")
     preset: Preset = Field(contract.DEFAULT_PRESET, description="An upstream sampler preset")
     overrides: Overrides = Field(default_factory=Overrides, description="Bounded sampler overrides")
     seed: int | None = Field(None, ge=0, lt=2**63, description="Recorded; random when absent")
     format: Format = Field(contract.DEFAULT_FORMAT, description="Output audio format")
-    sample_rate: int | None = Field(None, ge=contract.MIN_OUTPUT_SAMPLE_RATE, le=contract.MAX_OUTPUT_SAMPLE_RATE,
-                                    description="Output sample rate (Hz); default the model's 44100; mp3 and aac "
-                                                "take their codecs' standard rates; opus is always 48000")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Opaque, echoed back "
-                                                                        "(limit: ECHO_MAX_METADATA_BYTES)")
+    sample_rate: int | None = Field(
+        None,
+        ge=contract.MIN_OUTPUT_SAMPLE_RATE,
+        le=contract.MAX_OUTPUT_SAMPLE_RATE,
+        description="Output sample rate (Hz); default the model's 44100; mp3 and aac "
+        "take their codecs' standard rates; opus is always 48000",
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Opaque, echoed back (limit: ECHO_MAX_METADATA_BYTES)"
+    )
 
     @field_validator("text")
     @classmethod
@@ -170,24 +183,42 @@ class SpeechCreate(_Strict):
     """POST /v1/audio/speech: OpenAI's request body, plus the extensions ``seed``, ``preset``,
     ``overrides`` and ``sample_rate`` (the same as for POST /v1/jobs)."""
 
-    model: str = Field("echo-tts", min_length=1, max_length=64,
-                       description="Accepted and recorded (job metadata.model); any name, e.g. echo-tts or tts-1")
-    input: str = Field(min_length=1, description="Text to speak (limit: ECHO_MAX_TEXT_CHARS); long text is split "
-                                                  "at sentence boundaries and stitched, never truncated")
-    voice: str = Field(min_length=1, max_length=128, description="A stored voice id of the caller, or an operator "
-                                                                 "voice's id or file name (GET /v1/voices); "
-                                                                 "{\"id\": ...} is accepted too")
+    model: str = Field(
+        "echo-tts",
+        min_length=1,
+        max_length=64,
+        description="Accepted and recorded (job metadata.model); any name, e.g. echo-tts or tts-1",
+    )
+    input: str = Field(
+        min_length=1,
+        description="Text to speak (limit: ECHO_MAX_TEXT_CHARS); long text is split "
+        "at sentence boundaries and stitched, never truncated",
+    )
+    voice: str = Field(
+        min_length=1,
+        max_length=128,
+        description="A stored voice id of the caller, or an operator "
+        "voice's id or file name (GET /v1/voices); "
+        '{"id": ...} is accepted too',
+    )
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = Field(
-        "mp3", description="aac is AAC in MP4 (.m4a); pcm is raw 16-bit LE mono at 24000 Hz unless sample_rate")
-    speed: float = Field(1.0, description="Only 1.0: Echo-TTS has no speaking-rate control and the service does "
-                                          "not time-stretch")
+        "mp3", description="aac is AAC in MP4 (.m4a); pcm is raw 16-bit LE mono at 24000 Hz unless sample_rate"
+    )
+    speed: float = Field(
+        1.0, description="Only 1.0: Echo-TTS has no speaking-rate control and the service does not time-stretch"
+    )
     stream_format: Literal["audio"] = Field("audio", description="Only audio (the whole file); sse is not offered")
-    seed: int | None = Field(None, ge=0, lt=2**63, description="Extension: recorded; random when absent "
-                                                               "(answered in X-Seed)")
+    seed: int | None = Field(
+        None, ge=0, lt=2**63, description="Extension: recorded; random when absent (answered in X-Seed)"
+    )
     preset: Preset = Field(contract.DEFAULT_PRESET, description="Extension: an upstream sampler preset")
     overrides: Overrides = Field(default_factory=Overrides, description="Extension: bounded sampler overrides")
-    sample_rate: int | None = Field(None, ge=contract.MIN_OUTPUT_SAMPLE_RATE, le=contract.MAX_OUTPUT_SAMPLE_RATE,
-                                    description="Extension: output rate (Hz), as for POST /v1/jobs")
+    sample_rate: int | None = Field(
+        None,
+        ge=contract.MIN_OUTPUT_SAMPLE_RATE,
+        le=contract.MAX_OUTPUT_SAMPLE_RATE,
+        description="Extension: output rate (Hz), as for POST /v1/jobs",
+    )
 
     @field_validator("voice", mode="before")
     @classmethod
@@ -205,6 +236,8 @@ class SpeechCreate(_Strict):
     @classmethod
     def _unit_speed(cls, speed: float) -> float:
         if speed != 1.0:
-            raise ValueError("only 1.0 is supported: Echo-TTS has no speaking-rate control and the service "
-                             "does not time-stretch audio")
+            raise ValueError(
+                "only 1.0 is supported: Echo-TTS has no speaking-rate control and the service "
+                "does not time-stretch audio"
+            )
         return speed

@@ -37,8 +37,10 @@ def parse_api_keys(raw: str) -> dict[str, str]:
     for pair in filter(None, (p.strip() for p in raw.split(","))):
         name, sep, token = pair.partition(":")
         if not sep or not _KEY_NAME.match(name) or len(token) < 8 or any(c.isspace() for c in token):
-            raise SettingsError("ECHO_API_KEYS must be comma-separated name:token pairs (name: letters, digits, "
-                                f"_.@-; token: 8+ characters without spaces); bad pair starts with {name[:16]!r}")
+            raise SettingsError(
+                "ECHO_API_KEYS must be comma-separated name:token pairs (name: letters, digits, "
+                f"_.@-; token: 8+ characters without spaces); bad pair starts with {name[:16]!r}"
+            )
         if token in keys:
             raise SettingsError(f"ECHO_API_KEYS gives the same token to {keys[token]!r} and {name!r}")
         keys[token] = name

@@ -35,7 +35,7 @@ def _adts_frame(head: bytes) -> bool:
 def _wav_duration(head: bytes) -> float | None:
     pos, rate, block = 12, 0, 0
     while pos + 8 <= len(head):
-        chunk, size = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
+        chunk, size = head[pos : pos + 4], struct.unpack("<I", head[pos + 4 : pos + 8])[0]
         if chunk == b"fmt " and pos + 22 <= len(head):
             rate, block = struct.unpack_from("<I", head, pos + 12)[0], struct.unpack_from("<H", head, pos + 20)[0]
         elif chunk == b"data":

@@ -30,11 +30,16 @@ PCM_DEFAULT_RATE = 24_000  # OpenAI's pcm is 24 kHz 16-bit LE mono; clients that
 _POLL_FIRST_S, _POLL_MAX_S = 0.05, 0.25
 # Failed job error code -> HTTP status of the synchronous answer (the envelope carries the code itself).
 _FAILED_STATUS = {
-    contract.ErrorCode.INVALID_INPUT: 422, contract.ErrorCode.TEXT_TOO_LONG: 422,
-    contract.ErrorCode.INVALID_AUDIO: 422, contract.ErrorCode.UNSUPPORTED_FORMAT: 422,
-    contract.ErrorCode.VOICE_NOT_READY: 422, contract.ErrorCode.VOICE_NOT_FOUND: 404,
-    contract.ErrorCode.STORAGE_UNAVAILABLE: 503, contract.ErrorCode.UNAVAILABLE: 503,
-    contract.ErrorCode.EXPIRED: 504, contract.ErrorCode.TIME_LIMIT: 504,
+    contract.ErrorCode.INVALID_INPUT: 422,
+    contract.ErrorCode.TEXT_TOO_LONG: 422,
+    contract.ErrorCode.INVALID_AUDIO: 422,
+    contract.ErrorCode.UNSUPPORTED_FORMAT: 422,
+    contract.ErrorCode.VOICE_NOT_READY: 422,
+    contract.ErrorCode.VOICE_NOT_FOUND: 404,
+    contract.ErrorCode.STORAGE_UNAVAILABLE: 503,
+    contract.ErrorCode.UNAVAILABLE: 503,
+    contract.ErrorCode.EXPIRED: 504,
+    contract.ErrorCode.TIME_LIMIT: 504,
 }
 
 
@@ -42,17 +47,28 @@ def _voice_id(owner: str, voice: str) -> str:
     """The caller's voice or an operator voice (by id, or by file name); anything else is 404."""
     record = services().voices.find(voice, owner=owner)
     if record is None:
-        raise APIError(404, ErrorCode.NOT_FOUND, f"no voice {voice!r}; GET /v1/voices lists the voices this key can use",
-                       {"id": voice, "field": "voice"})
+        raise APIError(
+            404,
+            ErrorCode.NOT_FOUND,
+            f"no voice {voice!r}; GET /v1/voices lists the voices this key can use",
+            {"id": voice, "field": "voice"},
+        )
     return record.id
 
 
 def submit(owner: str, body: SpeechCreate, idempotency_key: str | None) -> JobRecord:
     """The speech request as an ordinary job on the interactive queue (model recorded in metadata)."""
     rate = body.sample_rate or (PCM_DEFAULT_RATE if body.response_format == "pcm" else None)
-    job = JobCreate(text=body.input, voice=_voice_id(owner, body.voice), preset=body.preset,
-                    overrides=body.overrides, seed=body.seed, format=body.response_format, sample_rate=rate,
-                    metadata={"endpoint": "/v1/audio/speech", "model": body.model})
+    job = JobCreate(
+        text=body.input,
+        voice=_voice_id(owner, body.voice),
+        preset=body.preset,
+        overrides=body.overrides,
+        seed=body.seed,
+        format=body.response_format,
+        sample_rate=rate,
+        metadata={"endpoint": "/v1/audio/speech", "model": body.model},
+    )
     record, _ = jobs_service.submit(owner, job, None, idempotency_key)
     return record
 
@@ -82,12 +98,19 @@ def refusal(record: JobRecord | None, job_id: str, timeout_s: float) -> APIError
     details: dict[str, Any] = {"job_id": job_id, "links": {"job": f"/v1/jobs/{job_id}"}}
     headers = {"X-Job-Id": job_id, "Location": f"/v1/jobs/{job_id}"}
     if record is None:
-        return APIError(504, ErrorCode.TIMEOUT, f"job {job_id} did not finish within ECHO_SPEECH_TIMEOUT_S={timeout_s:g} s; "
-                        f"it keeps running: poll GET /v1/jobs/{job_id}",
-                        {**details, "limit": "ECHO_SPEECH_TIMEOUT_S", "timeout_s": timeout_s}, headers=headers)
+        return APIError(
+            504,
+            ErrorCode.TIMEOUT,
+            f"job {job_id} did not finish within ECHO_SPEECH_TIMEOUT_S={timeout_s:g} s; "
+            f"it keeps running: poll GET /v1/jobs/{job_id}",
+            {**details, "limit": "ECHO_SPEECH_TIMEOUT_S", "timeout_s": timeout_s},
+            headers=headers,
+        )
     details["status"] = record.status.value
     if record.status is JobState.CANCELED:
-        return APIError(409, ErrorCode.CANCELED, f"job {job_id} was canceled before it finished", details, headers=headers)
+        return APIError(
+            409, ErrorCode.CANCELED, f"job {job_id} was canceled before it finished", details, headers=headers
+        )
     error = record.error or {"code": record.status.value, "message": f"job {job_id} is {record.status.value}"}
     code = _error_code(error.get("code"))
     return APIError(_FAILED_STATUS.get(code, 500), code, str(error.get("message") or code), details, headers=headers)
@@ -109,8 +132,11 @@ def audio(record: JobRecord) -> Response:
     key = jobs_service.audio_key(record)
     rate = result.get("sample_rate")
     content_type = f"{spec.content_type}; rate={rate}; channels=1" if fmt == "pcm" and rate else spec.content_type
-    headers = {**_job_headers(record), "X-Seed": str(record.request.get("seed")),
-               "Content-Disposition": f'inline; filename="speech.{spec.extension}"'}
+    headers = {
+        **_job_headers(record),
+        "X-Seed": str(record.request.get("seed")),
+        "Content-Disposition": f'inline; filename="speech.{spec.extension}"',
+    }
     if rate:
         headers["X-Audio-Sample-Rate"] = str(rate)
     if result.get("duration_s") is not None:
@@ -130,4 +156,3 @@ def speak(owner: str, body: SpeechCreate) -> Response:
     if done is None or done.status is not JobState.SUCCEEDED:
         raise refusal(done, record.id, timeout_s)
     return audio(done)
-

@@ -41,18 +41,30 @@ def read_audio(field: str, *, max_seconds: float, required: bool) -> Upload | No
         raise invalid(field, "the file is empty")
     kind = sniff_audio(data[:HEAD_BYTES])
     if kind is None:
-        raise APIError(422, ErrorCode.INVALID_AUDIO, f"{field}: not an audio file (expected {KNOWN_AUDIO})",
-                       {"errors": [{"field": field, "message": "not an audio file"}]})
+        raise APIError(
+            422,
+            ErrorCode.INVALID_AUDIO,
+            f"{field}: not an audio file (expected {KNOWN_AUDIO})",
+            {"errors": [{"field": field, "message": "not an audio file"}]},
+        )
     if kind.duration_s is not None and kind.duration_s > max_seconds:
-        raise APIError(413, ErrorCode.REFERENCE_TOO_LONG,
-                       f"{field}: {kind.duration_s:.1f} s is longer than ECHO_MAX_REFERENCE_SECONDS={max_seconds:g}",
-                       {"limit": "ECHO_MAX_REFERENCE_SECONDS", "max_seconds": max_seconds,
-                        "duration_s": round(kind.duration_s, 3), "field": field})
+        raise APIError(
+            413,
+            ErrorCode.REFERENCE_TOO_LONG,
+            f"{field}: {kind.duration_s:.1f} s is longer than ECHO_MAX_REFERENCE_SECONDS={max_seconds:g}",
+            {
+                "limit": "ECHO_MAX_REFERENCE_SECONDS",
+                "max_seconds": max_seconds,
+                "duration_s": round(kind.duration_s, 3),
+                "field": field,
+            },
+        )
     return Upload(field, data, kind)
 
 
-def form_fields(*, json_fields: tuple[str, ...] = (), int_fields: tuple[str, ...] = (),
-                files: tuple[str, ...] = ()) -> dict[str, Any]:
+def form_fields(
+    *, json_fields: tuple[str, ...] = (), int_fields: tuple[str, ...] = (), files: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The multipart form as a dict the pydantic models take: JSON-decoded and integer fields converted.
     Unknown file fields are refused by name."""
     for name in request.files:
@@ -75,7 +87,9 @@ def form_fields(*, json_fields: tuple[str, ...] = (), int_fields: tuple[str, ...
 def json_body() -> dict[str, Any]:
     """The JSON object body, or a 400/415 envelope."""
     if not request.is_json:
-        raise APIError(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send application/json (or multipart/form-data where allowed)")
+        raise APIError(
+            415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send application/json (or multipart/form-data where allowed)"
+        )
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise APIError(400, ErrorCode.INVALID_JSON, "the body is not a JSON object")

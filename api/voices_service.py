@@ -30,9 +30,16 @@ _OPERATOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def view(record: VoiceRecord) -> dict[str, Any]:
     """The public JSON of a voice (schemas.Voice)."""
-    return {"id": record.id, "name": record.name, "status": record.status.value, "operator": record.operator,
-            "created_at": record.created_at, "updated_at": record.updated_at, "error": record.error,
-            "info": record.info}
+    return {
+        "id": record.id,
+        "name": record.name,
+        "status": record.status.value,
+        "operator": record.operator,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "error": record.error,
+        "info": record.info,
+    }
 
 
 def get_owned(owner: str, voice_id: str) -> VoiceRecord:
@@ -73,8 +80,11 @@ def create(owner: str) -> VoiceRecord:
 def delete(owner: str, voice_id: str) -> None:
     record = get_owned(owner, voice_id)
     if record.operator:
-        raise APIError(403, ErrorCode.READ_ONLY_VOICE, f"voice {voice_id!r} is an operator voice (ECHO_VOICES_DIR); "
-                       "it cannot be deleted through the API")
+        raise APIError(
+            403,
+            ErrorCode.READ_ONLY_VOICE,
+            f"voice {voice_id!r} is an operator voice (ECHO_VOICES_DIR); it cannot be deleted through the API",
+        )
     s = services()
     s.voices.delete(voice_id)
     s.storage.delete_prefix(contract.voice_prefix(voice_id))

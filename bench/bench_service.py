@@ -75,24 +75,44 @@ class Stack:
         redis_port, s3_port, api_port = free_port(), free_port(), free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ECHO_", "AWS_"))} | {
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "HF_HUB_OFFLINE": "1", "ECHO_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "ECHO_MODEL_REPO": str(checkpoint / "echo-tts-base"), "ECHO_AE_REPO": str(checkpoint / "fish-s1-dac-min"),
-            "ECHO_DEVICE": os.environ.get("ECHO_DEVICE", "cpu"), "ECHO_DTYPE": os.environ.get("ECHO_DTYPE", "float32"),
+            "HF_HUB_OFFLINE": "1",
+            "ECHO_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "ECHO_MODEL_REPO": str(checkpoint / "echo-tts-base"),
+            "ECHO_AE_REPO": str(checkpoint / "fish-s1-dac-min"),
+            "ECHO_DEVICE": os.environ.get("ECHO_DEVICE", "cpu"),
+            "ECHO_DTYPE": os.environ.get("ECHO_DTYPE", "float32"),
             "ECHO_STORAGE_DIR": str(workdir / "storage"),
         }
         if with_api:
-            self.env |= {"ECHO_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}", "ECHO_S3_BUCKET": "bench",
-                         "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                         "AWS_DEFAULT_REGION": "us-east-1"}
+            self.env |= {
+                "ECHO_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+                "ECHO_S3_BUCKET": "bench",
+                "AWS_ACCESS_KEY_ID": "bench",
+                "AWS_SECRET_ACCESS_KEY": "bench",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
         self.api = f"http://127.0.0.1:{api_port}"
-        self._start([os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "redis-server",
-                     "--port", str(redis_port), "--save", "", "--appendonly", "no", "--dir", str(workdir)], "redis")
+        self._start(
+            [
+                os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(redis_port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            "redis",
+        )
         wait(lambda: self._listening(redis_port), 30, "redis")
         if with_api:
             self._start([PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)], "s3")
             wait(lambda: self._listening(s3_port), 30, "moto")
-            self._start([PY, "-m", "api", "--bind", f"127.0.0.1:{api_port}", "--workers", "2",
-                         "--log-level", "warning"], "api")
+            self._start(
+                [PY, "-m", "api", "--bind", f"127.0.0.1:{api_port}", "--workers", "2", "--log-level", "warning"], "api"
+            )
             wait(lambda: self._healthy(), 60, "the API")
         self.worker: subprocess.Popen[bytes] | None = None
 
@@ -118,8 +138,12 @@ class Stack:
 
         self.worker = self._start([PY, "-m", "worker", "--loglevel", "WARNING"], "worker")
         client = redis.Redis.from_url(self.env["ECHO_REDIS_URL"])
-        wait(lambda: self.worker.poll() is None and list(client.scan_iter("echo:heartbeat:*")) or self.worker.poll(),
-             300, "a ready worker", 0.2)
+        wait(
+            lambda: self.worker.poll() is None and list(client.scan_iter("echo:heartbeat:*")) or self.worker.poll(),
+            300,
+            "a ready worker",
+            0.2,
+        )
         if self.worker.poll() is not None:
             raise SystemExit(f"the worker exited; see {self.workdir / 'worker.log'}")
         beat = client.get(next(iter(client.scan_iter("echo:heartbeat:*"))))
@@ -183,15 +207,22 @@ class DirectClient:
 
         record, _ = self.store.create("bench", {})
         request = contract.SynthesisRequest(**({"job_id": record.id, "text": SENTENCE, "seed": 1} | body))
-        self.celery.send_task(contract.SYNTHESIZE, kwargs=request.to_dict(), queue=contract.QUEUE_INTERACTIVE,
-                              task_id=record.id)
+        self.celery.send_task(
+            contract.SYNTHESIZE, kwargs=request.to_dict(), queue=contract.QUEUE_INTERACTIVE, task_id=record.id
+        )
         return {"id": record.id}
 
     def job(self, job_id: str) -> dict[str, Any]:
         record = self.store.get(job_id)
         assert record is not None
-        return {"status": record.status.value, "created_ts": record.created_ts, "started_ts": record.started_ts,
-                "result": record.result, "timings": record.timings, "error": record.error}
+        return {
+            "status": record.status.value,
+            "created_ts": record.created_ts,
+            "started_ts": record.started_ts,
+            "result": record.result,
+            "timings": record.timings,
+            "error": record.error,
+        }
 
     def cancel(self, job_id: str) -> None:
         self.store.request_cancel(job_id)
@@ -209,8 +240,12 @@ def bench_idle_start(client: Any, count: int) -> dict[str, float]:
         client.cancel(job["id"])
         wait(lambda j=job: client.job(j["id"])["status"] == "canceled", 60, "cancel", 0.01)
         time.sleep(0.2)  # the worker acks and goes back to waiting on the queue
-    return {"p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99),
-            "mean_ms": 1000 * statistics.fmean(latencies), "n": count}
+    return {
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p99_ms": 1000 * percentile(latencies, 99),
+        "mean_ms": 1000 * statistics.fmean(latencies),
+        "n": count,
+    }
 
 
 def bench_submits(stack: Stack, total: int, concurrency: int) -> dict[str, float]:
@@ -226,8 +261,13 @@ def bench_submits(stack: Stack, total: int, concurrency: int) -> dict[str, float
     with ThreadPoolExecutor(concurrency) as pool:
         latencies = list(pool.map(one, range(total)))
     elapsed = time.perf_counter() - began
-    return {"submits_per_s": total / elapsed, "p50_ms": 1000 * percentile(latencies, 50),
-            "p99_ms": 1000 * percentile(latencies, 99), "n": total, "concurrency": concurrency}
+    return {
+        "submits_per_s": total / elapsed,
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p99_ms": 1000 * percentile(latencies, 99),
+        "n": total,
+        "concurrency": concurrency,
+    }
 
 
 def bench_downloadable(client: Any, runs: int, steps: int | None, text: str = SENTENCE) -> dict[str, float]:
@@ -235,15 +275,21 @@ def bench_downloadable(client: Any, runs: int, steps: int | None, text: str = SE
     for seed in range(runs):
         began = time.perf_counter()
         job = client.submit(text=text, seed=seed, **({"overrides": {"num_steps": steps}} if steps else {}))
-        done = wait(lambda j=job: (x := client.job(j["id"]))["status"] in ("succeeded", "failed") and x,
-                    600, "a rendered job")
+        done = wait(
+            lambda j=job: (x := client.job(j["id"]))["status"] in ("succeeded", "failed") and x, 600, "a rendered job"
+        )
         if done["status"] != "succeeded":
             raise SystemExit(f"job failed: {done['error']}")
         client.download(done)
         times.append(time.perf_counter() - began)
         rtfs.append(done["timings"]["rtf"])
-    return {"median_s": statistics.median(times), "min_s": min(times), "rtf_median": statistics.median(rtfs),
-            "steps": steps or 40, "n": runs}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "rtf_median": statistics.median(rtfs),
+        "steps": steps or 40,
+        "n": runs,
+    }
 
 
 def main() -> None:
@@ -254,14 +300,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--fast-steps", type=int, default=4)
     parser.add_argument("--checkpoint", type=Path, default=None, help="tiny checkpoint dir (made when absent)")
-    parser.add_argument("--worker-only", action="store_true",
-                        help="no API and no S3: submit through Redis + Celery as the API does, local storage")
+    parser.add_argument(
+        "--worker-only",
+        action="store_true",
+        help="no API and no S3: submit through Redis + Celery as the API does, local storage",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-service-"))
     checkpoint = args.checkpoint or workdir / "ckpt"
     if not (checkpoint / "echo-tts-base").exists():
-        subprocess.run([PY, "-m", "echo_tts.testing", "make-checkpoint", str(checkpoint), "--size", "tiny"],
-                       cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [PY, "-m", "echo_tts.testing", "make-checkpoint", str(checkpoint), "--size", "tiny"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
     stack = Stack(workdir, checkpoint, with_api=not args.worker_only)
     results: dict[str, Any] = {}
     try:

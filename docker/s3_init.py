@@ -23,8 +23,12 @@ EXPIRING_PREFIXES = ("jobs/", "uploads/")  # DESIGN §4: lifecycle expiry for jo
 def lifecycle_rules(expire_days: int) -> dict:
     """The bucket lifecycle configuration: expire each short-lived prefix after ``expire_days``."""
     rules = [
-        {"ID": f"expire-{prefix.rstrip('/')}", "Filter": {"Prefix": prefix}, "Status": "Enabled",
-         "Expiration": {"Days": expire_days}}
+        {
+            "ID": f"expire-{prefix.rstrip('/')}",
+            "Filter": {"Prefix": prefix},
+            "Status": "Enabled",
+            "Expiration": {"Days": expire_days},
+        }
         for prefix in EXPIRING_PREFIXES
     ]
     return {"Rules": rules}

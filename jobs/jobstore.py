@@ -36,7 +36,8 @@ from jobs.errors import ServiceError
 from jobs.records import fingerprint, iso, loads, new_id, opt_float
 from jobs.settings import DEFAULT_JOB_TTL_S
 
-# KEYS: idem key or "", job key, owner index, state counts. ARGV: fingerprint, job id, ttl, score, then field/value pairs.
+# KEYS: idem key or "", job key, owner index, state counts.
+# ARGV: fingerprint, job id, ttl, score, then field/value pairs.
 _CREATE = """
 if KEYS[1] ~= '' then
   local prior = redis.call('GET', KEYS[1])
@@ -146,23 +147,41 @@ class JobRecord:
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> JobRecord:
         return cls(
-            id=h["id"], owner=h["owner"], status=JobState(h["status"]), request=loads(h.get("request")) or {},
-            created_ts=float(h["created_ts"]), started_ts=opt_float(h.get("started_ts")),
+            id=h["id"],
+            owner=h["owner"],
+            status=JobState(h["status"]),
+            request=loads(h.get("request")) or {},
+            created_ts=float(h["created_ts"]),
+            started_ts=opt_float(h.get("started_ts")),
             finished_ts=opt_float(h.get("finished_ts")),
-            progress=RecordedProgress(float(h.get("progress_fraction") or 0), int(h.get("step") or 0),
-                              int(h.get("total_steps") or 0), int(h.get("segments_done") or 0),
-                              int(h.get("segments_total") or 0)),
-            result=loads(h.get("result")), error=loads(h.get("error")), timings=loads(h.get("timings")),
-            cancel_requested=h.get("cancel_requested") == "1", attempts=int(h.get("attempts") or 0),
-            deadline_ts=opt_float(h.get("deadline_ts")), queue_timeout_s=opt_float(h.get("queue_timeout_s")),
+            progress=RecordedProgress(
+                float(h.get("progress_fraction") or 0),
+                int(h.get("step") or 0),
+                int(h.get("total_steps") or 0),
+                int(h.get("segments_done") or 0),
+                int(h.get("segments_total") or 0),
+            ),
+            result=loads(h.get("result")),
+            error=loads(h.get("error")),
+            timings=loads(h.get("timings")),
+            cancel_requested=h.get("cancel_requested") == "1",
+            attempts=int(h.get("attempts") or 0),
+            deadline_ts=opt_float(h.get("deadline_ts")),
+            queue_timeout_s=opt_float(h.get("queue_timeout_s")),
         )
 
 
 class JobStore:
     """Job records and worker heartbeats in Redis. ``client`` must use ``decode_responses=True``."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "echo", job_ttl_s: int = DEFAULT_JOB_TTL_S,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "echo",
+        job_ttl_s: int = DEFAULT_JOB_TTL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.r: Any = client  # redis-py's stubs ignore decode_responses: values are str here
         self.prefix, self.ttl, self.clock = prefix, int(job_ttl_s), clock
         self._create = client.register_script(_CREATE)
@@ -206,12 +225,19 @@ class JobStore:
         pipe.hlen(BROKER_UNACKED_KEY)
         *lengths, unacked = pipe.execute()
         per = len(lengths) // len(names) if names else 0
-        return {q: sum(lengths[i * per:(i + 1) * per]) for i, q in enumerate(names)}, int(unacked)
+        return {q: sum(lengths[i * per : (i + 1) * per]) for i, q in enumerate(names)}, int(unacked)
 
     # -- create / read ---------------------------------------------------------------------------
-    def create(self, owner: str, request: dict[str, Any], *, idempotency_key: str | None = None,
-               body_fingerprint: str | None = None, job_id: str | None = None,
-               queue_timeout_s: float | None = None) -> tuple[JobRecord, bool]:
+    def create(
+        self,
+        owner: str,
+        request: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        body_fingerprint: str | None = None,
+        job_id: str | None = None,
+        queue_timeout_s: float | None = None,
+    ) -> tuple[JobRecord, bool]:
         """Store a queued job; returns ``(record, created)``. With an idempotency key, the same owner,
         key and fingerprint (default: hash of ``request``) return the earlier job with ``created=False``;
         another fingerprint raises :class:`IdempotencyConflict`. With ``queue_timeout_s`` the record gets
@@ -220,14 +246,23 @@ class JobStore:
         now = self.clock()
         fp = body_fingerprint or fingerprint(request)
         idem = f"{self.prefix}:idem:{owner}:{idempotency_key}" if idempotency_key else ""
-        fields = {"id": job_id, "owner": owner, "status": JobState.QUEUED.value, "created_ts": repr(now),
-                  "request": json.dumps(request), "attempts": "0", "cancel_requested": "0"}
+        fields = {
+            "id": job_id,
+            "owner": owner,
+            "status": JobState.QUEUED.value,
+            "created_ts": repr(now),
+            "request": json.dumps(request),
+            "attempts": "0",
+            "cancel_requested": "0",
+        }
         if queue_timeout_s is not None:
             timeout = float(queue_timeout_s)
             fields |= {"deadline_ts": repr(now + timeout), "queue_timeout_s": repr(timeout)}
         pairs = [x for kv in fields.items() for x in kv]
-        outcome, found = self._create(keys=[idem, self._job_key(job_id), self._index_key(owner), self._counts_key],
-                                      args=[fp, job_id, self.ttl, repr(now), *pairs])
+        outcome, found = self._create(
+            keys=[idem, self._job_key(job_id), self._index_key(owner), self._counts_key],
+            args=[fp, job_id, self.ttl, repr(now), *pairs],
+        )
         if outcome == "conflict":
             raise IdempotencyConflict(found)
         record = self.get(found)
@@ -242,8 +277,9 @@ class JobStore:
             return None
         return JobRecord.from_hash(h)
 
-    def list_jobs(self, owner: str, *, status: Iterable[JobState] | None = None, limit: int = 20,
-                  cursor: str | None = None) -> tuple[list[JobRecord], str | None]:
+    def list_jobs(
+        self, owner: str, *, status: Iterable[JobState] | None = None, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[JobRecord], str | None]:
         """Newest first; returns ``(records, next_cursor)``; ``next_cursor`` is None on the last page."""
         wanted = set(status) if status else None
         index = self._index_key(owner)
@@ -273,11 +309,28 @@ class JobStore:
         return out, _encode_cursor(max_score, after_id) if has_more and after_id else None
 
     # -- worker side -----------------------------------------------------------------------------
-    def _move(self, job_id: str, allowed: Iterable[JobState], new: JobState, fields: dict[str, Any],
-              *, refuse_if_cancel: bool = False) -> bool:
+    def _move(
+        self,
+        job_id: str,
+        allowed: Iterable[JobState],
+        new: JobState,
+        fields: dict[str, Any],
+        *,
+        refuse_if_cancel: bool = False,
+    ) -> bool:
         pairs = [x for k, v in fields.items() for x in (k, v)]
-        return bool(self._transition(keys=[self._job_key(job_id), self._counts_key], args=[
-            ",".join(s.value for s in allowed), "1" if refuse_if_cancel else "0", self.ttl, new.value, *pairs]))
+        return bool(
+            self._transition(
+                keys=[self._job_key(job_id), self._counts_key],
+                args=[
+                    ",".join(s.value for s in allowed),
+                    "1" if refuse_if_cancel else "0",
+                    self.ttl,
+                    new.value,
+                    *pairs,
+                ],
+            )
+        )
 
     def mark_running(self, job_id: str) -> bool:
         """queued → running; a re-delivered running job stays running. False when canceled, cancel
@@ -286,26 +339,44 @@ class JobStore:
         if record is None or record.status not in (JobState.QUEUED, JobState.RUNNING):
             return False
         started = record.started_ts or self.clock()
-        ok = self._move(job_id, [JobState.QUEUED, JobState.RUNNING], JobState.RUNNING,
-                        {"started_ts": repr(started)}, refuse_if_cancel=True)
+        ok = self._move(
+            job_id,
+            [JobState.QUEUED, JobState.RUNNING],
+            JobState.RUNNING,
+            {"started_ts": repr(started)},
+            refuse_if_cancel=True,
+        )
         if ok:
             self.r.hincrby(self._job_key(job_id), "attempts", 1)
         return ok
 
-    def update_progress(self, job_id: str, *, fraction: float, step: int = 0, total_steps: int = 0,
-                        segments_done: int = 0, segments_total: int = 0) -> bool:
+    def update_progress(
+        self,
+        job_id: str,
+        *,
+        fraction: float,
+        step: int = 0,
+        total_steps: int = 0,
+        segments_done: int = 0,
+        segments_total: int = 0,
+    ) -> bool:
         """Record progress of a running job; an update that would move it backwards is ignored (False)."""
         fraction = min(max(float(fraction), 0.0), 1.0)
-        return bool(self._progress(keys=[self._job_key(job_id)],
-                                   args=[repr(fraction), step, total_steps, segments_done, segments_total]))
+        return bool(
+            self._progress(
+                keys=[self._job_key(job_id)], args=[repr(fraction), step, total_steps, segments_done, segments_total]
+            )
+        )
 
     def _timings(self, job_id: str, now: float, extra: dict[str, Any] | None, duration_s: float = 0.0) -> str:
         """queue_s and render_s from the record's clocks, rtf (render time / audio time), then ``extra``."""
         record = self.get(job_id)
         timings: dict[str, Any] = {}
         if record and record.started_ts is not None:
-            timings = {"queue_s": round(record.started_ts - record.created_ts, 4),
-                       "render_s": round(now - record.started_ts, 4)}
+            timings = {
+                "queue_s": round(record.started_ts - record.created_ts, 4),
+                "render_s": round(now - record.started_ts, 4),
+            }
             if duration_s > 0:
                 timings["rtf"] = round(timings["render_s"] / duration_s, 4)
         timings.update(extra or {})
@@ -314,22 +385,40 @@ class JobStore:
     def succeed(self, job_id: str, result: dict[str, Any], timings: dict[str, Any] | None = None) -> bool:
         """running → succeeded with the result (storage key, format, duration_s, sample_rate, bytes)."""
         now = self.clock()
-        return self._move(job_id, [JobState.RUNNING], JobState.SUCCEEDED, {
-            "result": json.dumps(result),
-            "timings": self._timings(job_id, now, timings, float(result.get("duration_s") or 0)),
-            "finished_ts": repr(now), "progress_fraction": "1.0"})
+        return self._move(
+            job_id,
+            [JobState.RUNNING],
+            JobState.SUCCEEDED,
+            {
+                "result": json.dumps(result),
+                "timings": self._timings(job_id, now, timings, float(result.get("duration_s") or 0)),
+                "finished_ts": repr(now),
+                "progress_fraction": "1.0",
+            },
+        )
 
     def fail(self, job_id: str, code: str, message: str, timings: dict[str, Any] | None = None) -> bool:
         """queued|running → failed with an error code and message."""
         now = self.clock()
-        return self._move(job_id, [JobState.QUEUED, JobState.RUNNING], JobState.FAILED, {
-            "error": json.dumps({"code": code, "message": message}),
-            "timings": self._timings(job_id, now, timings), "finished_ts": repr(now)})
+        return self._move(
+            job_id,
+            [JobState.QUEUED, JobState.RUNNING],
+            JobState.FAILED,
+            {
+                "error": json.dumps({"code": code, "message": message}),
+                "timings": self._timings(job_id, now, timings),
+                "finished_ts": repr(now),
+            },
+        )
 
     def mark_canceled(self, job_id: str) -> bool:
         """queued|running → canceled: the worker's side of a cooperative cancel."""
-        return self._move(job_id, [JobState.QUEUED, JobState.RUNNING], JobState.CANCELED,
-                          {"finished_ts": repr(self.clock()), "cancel_requested": "1"})
+        return self._move(
+            job_id,
+            [JobState.QUEUED, JobState.RUNNING],
+            JobState.CANCELED,
+            {"finished_ts": repr(self.clock()), "cancel_requested": "1"},
+        )
 
     def mark_expired(self, job_id: str) -> bool:
         """queued → expired (only from queued: a running job is never expired), with
@@ -340,13 +429,21 @@ class JobStore:
             return False
         if record.deadline_ts is not None:
             timeout = f"{record.queue_timeout_s:g} s" if record.queue_timeout_s is not None else "the queue timeout"
-            message = (f"no worker started this job before its queue deadline {iso(record.deadline_ts)} "
-                       f"({timeout} after it was submitted; the limit is ECHO_QUEUE_TIMEOUT_S)")
+            message = (
+                f"no worker started this job before its queue deadline {iso(record.deadline_ts)} "
+                f"({timeout} after it was submitted; the limit is ECHO_QUEUE_TIMEOUT_S)"
+            )
         else:
             message = "no worker started this job before its queue deadline (ECHO_QUEUE_TIMEOUT_S)"
-        return self._move(job_id, [JobState.QUEUED], JobState.EXPIRED, {
-            "finished_ts": repr(self.clock()), "error": json.dumps({"code": ErrorCode.EXPIRED.value,
-                                                                    "message": message})})
+        return self._move(
+            job_id,
+            [JobState.QUEUED],
+            JobState.EXPIRED,
+            {
+                "finished_ts": repr(self.clock()),
+                "error": json.dumps({"code": ErrorCode.EXPIRED.value, "message": message}),
+            },
+        )
 
     def expire_if_due(self, record: JobRecord) -> JobRecord:
         """The record as it is now: a queued one whose ``deadline_ts`` has passed becomes expired first
@@ -364,8 +461,9 @@ class JobStore:
         return self.get(job_id)
 
     def mark_canceled_if_queued(self, job_id: str) -> bool:
-        return self._move(job_id, [JobState.QUEUED], JobState.CANCELED,
-                          {"finished_ts": repr(self.clock()), "cancel_requested": "1"})
+        return self._move(
+            job_id, [JobState.QUEUED], JobState.CANCELED, {"finished_ts": repr(self.clock()), "cancel_requested": "1"}
+        )
 
     def _flag_cancel(self, job_id: str) -> None:
         self._move(job_id, [JobState.RUNNING], JobState.RUNNING, {"cancel_requested": "1"})

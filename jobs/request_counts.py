@@ -17,8 +17,11 @@ class RequestCounts:
 
     def __init__(self, client: Any, *, prefix: str = "echo") -> None:
         self.r = client
-        self.keys = (f"{prefix}:metrics:api_requests", f"{prefix}:metrics:api_seconds",
-                     f"{prefix}:metrics:api_seconds_sum")
+        self.keys = (
+            f"{prefix}:metrics:api_requests",
+            f"{prefix}:metrics:api_seconds",
+            f"{prefix}:metrics:api_seconds_sum",
+        )
 
     def add(self, counts: Mapping[str, int], buckets: Mapping[str, int], sums: Mapping[str, float]) -> None:
         """Add one process's counts (raises ``redis.RedisError``: the caller keeps them for a retry)."""
@@ -37,5 +40,8 @@ class RequestCounts:
         for key in self.keys:
             pipe.hgetall(key)
         counts, buckets, sums = pipe.execute()
-        return ({k: int(v) for k, v in counts.items()}, {k: int(v) for k, v in buckets.items()},
-                {k: float(v) for k, v in sums.items()})
+        return (
+            {k: int(v) for k, v in counts.items()},
+            {k: int(v) for k, v in buckets.items()},
+            {k: float(v) for k, v in sums.items()},
+        )

@@ -164,5 +164,3 @@ class StorageSettings:
             multipart_threshold=positive_int(e, "ECHO_S3_MULTIPART_THRESHOLD", 8 * MiB),
             multipart_chunksize=chunk,
         )
-
-

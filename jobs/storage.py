@@ -25,8 +25,19 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTT
 from jobs.errors import ErrorCode, ServiceError
 from jobs.settings import StorageSettings
 
-_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
-                    "ServiceUnavailable", "RequestLimitExceeded", "503", "500", "502", "504"}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestLimitExceeded",
+    "503",
+    "500",
+    "502",
+    "504",
+}
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 
 
@@ -205,8 +216,9 @@ class S3Storage(Storage):
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str, filename: str | None = None) -> None:
         with _translated(key):
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
-                                   **_disposition(filename))
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **_disposition(filename)
+            )
 
     def put_file(self, key: str, fileobj: IO[bytes], *, content_type: str, filename: str | None = None) -> None:
         """Upload a file object; multipart above the configured threshold."""
@@ -231,9 +243,11 @@ class S3Storage(Storage):
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
         with _translated(key):
-            return str(self.presign_client.generate_presigned_url(
-                "get_object", Params=params, ExpiresIn=expires_s or self.settings.presign_expires_s
-            ))
+            return str(
+                self.presign_client.generate_presigned_url(
+                    "get_object", Params=params, ExpiresIn=expires_s or self.settings.presign_expires_s
+                )
+            )
 
 
 class LocalStorage(Storage):

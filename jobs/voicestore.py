@@ -69,11 +69,17 @@ class VoiceRecord:
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> VoiceRecord:
         return cls(
-            id=h["id"], owner=h["owner"], name=h.get("name", ""), status=VoiceState(h["status"]),
-            reference_key=h["reference_key"], created_ts=float(h["created_ts"]),
+            id=h["id"],
+            owner=h["owner"],
+            name=h.get("name", ""),
+            status=VoiceState(h["status"]),
+            reference_key=h["reference_key"],
+            created_ts=float(h["created_ts"]),
             updated_ts=opt_float(h.get("updated_ts")) or float(h["created_ts"]),
-            latents_key=h.get("latents_key") or None, sha256=h.get("sha256") or None,
-            error=loads(h.get("error")), info=loads(h.get("info")),
+            latents_key=h.get("latents_key") or None,
+            sha256=h.get("sha256") or None,
+            error=loads(h.get("error")),
+            info=loads(h.get("info")),
         )
 
 
@@ -98,11 +104,20 @@ class VoiceStore:
 
     def _fields(self, voice_id: str, owner: str, name: str, reference_key: str, sha256: str | None) -> dict[str, str]:
         now = repr(self.clock())
-        return {"id": voice_id, "owner": owner, "name": name, "status": VoiceState.PENDING.value,
-                "reference_key": reference_key, "sha256": sha256 or "", "created_ts": now, "updated_ts": now}
+        return {
+            "id": voice_id,
+            "owner": owner,
+            "name": name,
+            "status": VoiceState.PENDING.value,
+            "reference_key": reference_key,
+            "sha256": sha256 or "",
+            "created_ts": now,
+            "updated_ts": now,
+        }
 
-    def create(self, owner: str, name: str, reference_key: str, *, voice_id: str | None = None,
-               sha256: str | None = None) -> VoiceRecord:
+    def create(
+        self, owner: str, name: str, reference_key: str, *, voice_id: str | None = None, sha256: str | None = None
+    ) -> VoiceRecord:
         """A new pending voice owned by ``owner`` (the caller enqueues the encode task)."""
         voice_id = voice_id or new_id("voice")
         fields = self._fields(voice_id, owner, name, reference_key, sha256)
@@ -118,8 +133,11 @@ class VoiceStore:
         one of them enqueues the encode task."""
         fields = self._fields(voice_id, OPERATOR_OWNER, name, reference_key, sha256)
         pairs = [x for kv in fields.items() for x in kv]
-        changed = bool(self._register(keys=[self._key(voice_id), self._index(OPERATOR_OWNER)],
-                                      args=[sha256, fields["created_ts"], *pairs]))
+        changed = bool(
+            self._register(
+                keys=[self._key(voice_id), self._index(OPERATOR_OWNER)], args=[sha256, fields["created_ts"], *pairs]
+            )
+        )
         record = self.get(voice_id)
         assert record is not None  # just written, and operator voices are never deleted
         return record, changed
@@ -160,13 +178,16 @@ class VoiceStore:
 
     def mark_ready(self, voice_id: str, latents_key: str, info: dict[str, Any] | None = None) -> bool:
         """pending → ready once the worker stored the latents (``info``: e.g. duration_s, num_latents)."""
-        return self._set(voice_id, {"status": VoiceState.READY.value, "latents_key": latents_key,
-                                    "info": json.dumps(info or {}), "error": ""})
+        return self._set(
+            voice_id,
+            {"status": VoiceState.READY.value, "latents_key": latents_key, "info": json.dumps(info or {}), "error": ""},
+        )
 
     def mark_failed(self, voice_id: str, code: str, message: str) -> bool:
         """pending → failed with an error code and message (e.g. the reference is not audio)."""
-        return self._set(voice_id, {"status": VoiceState.FAILED.value,
-                                    "error": json.dumps({"code": code, "message": message})})
+        return self._set(
+            voice_id, {"status": VoiceState.FAILED.value, "error": json.dumps({"code": code, "message": message})}
+        )
 
     def _set(self, voice_id: str, fields: dict[str, str]) -> bool:
         fields = {**fields, "updated_ts": repr(self.clock())}

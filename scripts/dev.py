@@ -65,8 +65,12 @@ def tiny_checkpoint(env: dict[str, str], directory: Path) -> None:
     """Write the tiny random checkpoint once and point the model settings at it."""
     if not (directory / "echo-tts-base" / "config.json").exists():
         log(f"writing a tiny random checkpoint to {directory}")
-        subprocess.run([sys.executable, "-m", "echo_tts.testing", "make-checkpoint", str(directory), "--size", "tiny"],
-                       cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "echo_tts.testing", "make-checkpoint", str(directory), "--size", "tiny"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
     env["ECHO_MODEL_REPO"] = str(directory / "echo-tts-base")
     env["ECHO_AE_REPO"] = str(directory / "fish-s1-dac-min")
     env.setdefault("ECHO_DTYPE", "float32")  # the tiny model is for any machine; CPUs emulate bfloat16 slowly
@@ -90,8 +94,22 @@ def start_redis(args: argparse.Namespace) -> subprocess.Popen:
         raise SystemExit("[dev] redis-server is not installed (make redis-server installs it)")
     data = args.state_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([binary, "--bind", args.host, "--port", str(args.redis_port), "--dir", str(data),
-                             "--appendonly", "yes", "--save", ""], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--bind",
+            args.host,
+            "--port",
+            str(args.redis_port),
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     wait_for_port(args.host, args.redis_port, proc, timeout=20)
     return proc
 
@@ -124,8 +142,9 @@ def run(args: argparse.Namespace) -> int:
             procs.append(start_redis(args))
             log(f"redis-server on {args.host}:{args.redis_port}")
         procs.append(subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env))
-        procs.append(subprocess.Popen([sys.executable, "-m", "api", "--bind", f"{args.host}:{args.api_port}"],
-                                      cwd=ROOT, env=env))
+        procs.append(
+            subprocess.Popen([sys.executable, "-m", "api", "--bind", f"{args.host}:{args.api_port}"], cwd=ROOT, env=env)
+        )
         base = f"http://{args.host}:{args.api_port}"
         wait_for_health(f"{base}/healthz", procs, timeout=args.start_timeout)
         storage = env.get("ECHO_S3_ENDPOINT_URL") or env["ECHO_STORAGE_DIR"]

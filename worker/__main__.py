@@ -33,8 +33,16 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_celery(settings)
     queues = args.queues or ",".join(settings.queues)
-    argv_worker = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}", f"--loglevel={args.loglevel}",
-                   "--without-mingle", "--without-gossip", f"--hostname={args.hostname or f'echo-{os.getpid()}@%h'}"]
+    argv_worker = [
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        f"--queues={queues}",
+        f"--loglevel={args.loglevel}",
+        "--without-mingle",
+        "--without-gossip",
+        f"--hostname={args.hostname or f'echo-{os.getpid()}@%h'}",
+    ]
     app.worker_main(argv_worker)
     return 0
 

@@ -27,8 +27,11 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     ``visibility_timeout``: with a shared broker, the shortest value wins."""
     # A task whose worker died (SIGKILL, OOM) is re-queued once it has been un-acked for
     # visibility_timeout; kombu sweeps for those every interval * throttle seconds.
-    transport = {"visibility_timeout": settings.visibility_timeout_s,
-                 "unacked_restore_interval": settings.restore_interval_s, "unacked_restore_throttle": 1}
+    transport = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "unacked_restore_interval": settings.restore_interval_s,
+        "unacked_restore_throttle": 1,
+    }
     return {
         "task_serializer": "json",
         "result_serializer": "json",

@@ -72,8 +72,13 @@ class Engine:
 
     def info(self) -> dict[str, Any]:
         """What the heartbeat announces about this process."""
-        return {"model_revision": self.model_revision, "device": self.device, "busy_job": self.busy_job,
-                "queues": list(self.settings.queues), "load_s": round(self.load_s, 3)}
+        return {
+            "model_revision": self.model_revision,
+            "device": self.device,
+            "busy_job": self.busy_job,
+            "queues": list(self.settings.queues),
+            "load_s": round(self.load_s, 3),
+        }
 
 
 def resolve_device(requested: str) -> str:
@@ -103,16 +108,34 @@ def load_engine(settings: WorkerSettings) -> Engine:
     storage = open_storage(settings.storage)
     storage.ensure_bucket()
     jobs = JobStore.from_url(settings.redis_url, job_ttl_s=settings.job_ttl_s)
-    pipeline = Pipeline.from_pretrained(settings.model_repo, settings.ae_repo, device=device, dtype=settings.dtype,
-                                        ae_dtype=settings.ae_dtype, token=settings.hf_token)
-    engine = Engine(settings, pipeline, storage, jobs, device=device,
-                    latents=LatentsCache(settings.latents_cache_size), load_s=time.monotonic() - started)
+    pipeline = Pipeline.from_pretrained(
+        settings.model_repo,
+        settings.ae_repo,
+        device=device,
+        dtype=settings.dtype,
+        ae_dtype=settings.ae_dtype,
+        token=settings.hf_token,
+    )
+    engine = Engine(
+        settings,
+        pipeline,
+        storage,
+        jobs,
+        device=device,
+        latents=LatentsCache(settings.latents_cache_size),
+        load_s=time.monotonic() - started,
+    )
     if settings.warmup:
         begun = time.monotonic()
         warm_up(pipeline)
         engine.warmup_s = time.monotonic() - begun
-    log.info("engine ready: device=%s revision=%s load %.1fs warm-up %.1fs",
-             device, engine.model_revision, engine.load_s, engine.warmup_s)
+    log.info(
+        "engine ready: device=%s revision=%s load %.1fs warm-up %.1fs",
+        device,
+        engine.model_revision,
+        engine.load_s,
+        engine.warmup_s,
+    )
     return engine
 
 

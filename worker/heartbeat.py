@@ -20,8 +20,15 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     """Writes ``{name, ts, pid, host, …info()}`` with a TTL every ``interval_s``; removes it on stop."""
 
-    def __init__(self, jobs: JobStore, name: str, info: Callable[[], dict[str, Any]], *,
-                 interval_s: float = HEARTBEAT_INTERVAL_S, ttl_s: int = HEARTBEAT_TTL_S) -> None:
+    def __init__(
+        self,
+        jobs: JobStore,
+        name: str,
+        info: Callable[[], dict[str, Any]],
+        *,
+        interval_s: float = HEARTBEAT_INTERVAL_S,
+        ttl_s: int = HEARTBEAT_TTL_S,
+    ) -> None:
         self.jobs, self.name, self.info = jobs, name, info
         self.interval_s, self.ttl_s = interval_s, ttl_s
         self._stop = threading.Event()

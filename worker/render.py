@@ -50,8 +50,14 @@ class SynthPipeline(Protocol):
     model_revision: str
 
     def synthesize_batch(
-        self, texts: Sequence[str], speakers: Sequence[Any], config: SamplerConfig, seeds: Sequence[int], *,
-        progress: Callable[[int, int], None] | None = None, should_cancel: Callable[[], bool] | None = None,
+        self,
+        texts: Sequence[str],
+        speakers: Sequence[Any],
+        config: SamplerConfig,
+        seeds: Sequence[int],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
     ) -> Sequence[SynthResult]: ...
 
 
@@ -162,21 +168,33 @@ def render(
 
         try:
             results += pipeline.synthesize_batch(
-                [pieces[i] for i in batch], [speaker] * len(batch), config, [seeds[i] for i in batch],
-                progress=progress, should_cancel=control.should_stop,
+                [pieces[i] for i in batch],
+                [speaker] * len(batch),
+                config,
+                [seeds[i] for i in batch],
+                progress=progress,
+                should_cancel=control.should_stop,
             )
         except Cancelled:
             raise control.stop_error() from None
-        control.on_progress(ProgressReport(
-            (number + 1) / len(batches), (number + 1) * config.num_steps, total_steps, len(results), len(pieces)))
+        control.on_progress(
+            ProgressReport(
+                (number + 1) / len(batches), (number + 1) * config.num_steps, total_steps, len(results), len(pieces)
+            )
+        )
     rate = int(results[0].sample_rate)
     samples = join_segments([r.samples for r in results], rate, pause_s=pause_s)
     described = [
         {"index": i, "seed": seeds[i], "chars": len(pieces[i]), "duration_s": round(r.samples.shape[0] / rate, 4)}
         for i, r in enumerate(results)
     ]
-    return Rendered(samples, rate, described, dict(results[0].metadata.get("settings") or {}),
-                    str(getattr(pipeline, "model_revision", "unknown")))
+    return Rendered(
+        samples,
+        rate,
+        described,
+        dict(results[0].metadata.get("settings") or {}),
+        str(getattr(pipeline, "model_revision", "unknown")),
+    )
 
 
 def encode_output(rendered: Rendered, fmt: str, sample_rate: int | None = None) -> bytes:

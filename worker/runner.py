@@ -67,9 +67,14 @@ class ProgressWriter:
         if not final and now - self.last < PROGRESS_EVERY_S:
             return
         self.last = now
-        self.engine.jobs.update_progress(self.job_id, fraction=report.fraction, step=report.step,
-                                         total_steps=report.total_steps, segments_done=report.segments_done,
-                                         segments_total=report.segments_total)
+        self.engine.jobs.update_progress(
+            self.job_id,
+            fraction=report.fraction,
+            step=report.step,
+            total_steps=report.total_steps,
+            segments_done=report.segments_done,
+            segments_total=report.segments_total,
+        )
 
 
 def _spool_dir(job_id: str) -> Path:
@@ -103,17 +108,27 @@ def _render_to_spool(engine: Engine, request: SynthesisRequest) -> dict[str, Any
         on_progress=ProgressWriter(engine, request.job_id),
         deadline=started + engine.settings.soft_time_limit_s,
     )
-    rendered = render(engine.pipeline, request, speaker, batch_size=engine.settings.batch_size,
-                      max_piece_bytes=engine.settings.max_piece_bytes, pause_s=engine.settings.segment_pause_s,
-                      control=control)
+    rendered = render(
+        engine.pipeline,
+        request,
+        speaker,
+        batch_size=engine.settings.batch_size,
+        max_piece_bytes=engine.settings.max_piece_bytes,
+        pause_s=engine.settings.segment_pause_s,
+        control=control,
+    )
     model_done = time.monotonic()
     data = encode_output(rendered, request.format, request.sample_rate)
     fmt = OUTPUT_FORMATS[request.format]
     result = {
-        "key": job_audio_key(request.job_id, request.format), "format": request.format,
-        "content_type": fmt.content_type, "duration_s": round(rendered.duration_s, 4),
+        "key": job_audio_key(request.job_id, request.format),
+        "format": request.format,
+        "content_type": fmt.content_type,
+        "duration_s": round(rendered.duration_s, 4),
         "sample_rate": 48000 if request.format == "opus" else (request.sample_rate or rendered.sample_rate),
-        "bytes": len(data), "seed": request.seed, "pieces": rendered.pieces,
+        "bytes": len(data),
+        "seed": request.seed,
+        "pieces": rendered.pieces,
         "model_revision": rendered.model_revision,
     }
     timings = {"model_s": round(model_done - started, 4), "encode_s": round(time.monotonic() - model_done, 4)}
@@ -134,13 +149,17 @@ def _upload(engine: Engine, request: SynthesisRequest, described: dict[str, Any]
     """result.json first, then the audio (the audio's presence means both are there)."""
     spool = _spool_dir(request.job_id)
     began = time.monotonic()
-    engine.storage.put_bytes(job_result_key(request.job_id), json.dumps(described).encode(),
-                             content_type="application/json")
+    engine.storage.put_bytes(
+        job_result_key(request.job_id), json.dumps(described).encode(), content_type="application/json"
+    )
     ext = OUTPUT_FORMATS[request.format].extension
     with (spool / "audio").open("rb") as audio:
-        engine.storage.put_file(job_audio_key(request.job_id, request.format), audio,
-                                content_type=described["result"]["content_type"],
-                                filename=f"{request.job_id}.{ext}")
+        engine.storage.put_file(
+            job_audio_key(request.job_id, request.format),
+            audio,
+            content_type=described["result"]["content_type"],
+            filename=f"{request.job_id}.{ext}",
+        )
     described["timings"]["upload_s"] = round(time.monotonic() - began, 4)
 
 

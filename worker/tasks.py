@@ -46,8 +46,15 @@ def on_task_revoked(sender: Any = None, request: Any = None, expired: bool = Fal
 
 def register_tasks(app: Celery, settings: WorkerSettings) -> None:
     signals.task_revoked.connect(on_task_revoked, weak=False, dispatch_uid="echo.synthesis-expired")
-    retry = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 60, "retry_jitter": True,
-             "max_retries": settings.storage_retries, "acks_late": True, "reject_on_worker_lost": True}
+    retry = {
+        "autoretry_for": TRANSIENT,
+        "retry_backoff": 2,
+        "retry_backoff_max": 60,
+        "retry_jitter": True,
+        "max_retries": settings.storage_retries,
+        "acks_late": True,
+        "reject_on_worker_lost": True,
+    }
 
     @app.task(name=SYNTHESIZE, bind=True, **retry)
     def synthesize(self: Task, **payload: Any) -> dict[str, Any]:

@@ -56,8 +56,11 @@ def encode_voice(engine: Engine, voice_id: str, reference_key: str | None = None
         engine.voices.mark_failed(voice_id, ErrorCode.INVALID_AUDIO, str(exc))
         return {"voice_id": voice_id, "status": VoiceState.FAILED}
     engine.storage.put_bytes(key, latents.to_bytes(), content_type="application/octet-stream")
-    info = {"num_latents": latents.length, "valid_frames": latents.valid_frames,
-            "duration_s": round(latents.valid_frames * AE_DOWNSAMPLE_FACTOR / SAMPLE_RATE, 3)}
+    info = {
+        "num_latents": latents.length,
+        "valid_frames": latents.valid_frames,
+        "duration_s": round(latents.valid_frames * AE_DOWNSAMPLE_FACTOR / SAMPLE_RATE, 3),
+    }
     engine.voices.mark_ready(voice_id, key, info)
     engine.latents.put(key, latents)
     log.info("voice %s encoded: %s", voice_id, info)

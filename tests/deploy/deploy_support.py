@@ -124,8 +124,9 @@ def wait_for_port(port: int, proc: subprocess.Popen, *, timeout: float = 30.0) -
     raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
 
 
-def wait_until_ok(argv: list[str], env: Mapping[str, str], *, timeout: float, what: str,
-                  watch: list[subprocess.Popen] = ()) -> None:
+def wait_until_ok(
+    argv: list[str], env: Mapping[str, str], *, timeout: float, what: str, watch: list[subprocess.Popen] = ()
+) -> None:
     """Run a check command until it exits 0 (as Docker runs a healthcheck), or fail with its output."""
     deadline = time.monotonic() + timeout
     last = ""

@@ -57,25 +57,40 @@ def local_env(service: dict, hosts: dict[str, str], container_only: dict[str, st
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, redis_port: int, s3_port: int,
-          tiny_checkpoint: Path) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, redis_port: int, s3_port: int, tiny_checkpoint: Path
+) -> Iterator[Stack]:
     services = load_compose()["services"]
     api_port = free_port()
-    hosts = {"redis:6379": f"127.0.0.1:{redis_port}", "minio:9000": f"127.0.0.1:{s3_port}",
-             "localhost:9000": f"127.0.0.1:{s3_port}", "0.0.0.0:8000": f"127.0.0.1:{api_port}",
-             "127.0.0.1:8000": f"127.0.0.1:{api_port}"}
+    hosts = {
+        "redis:6379": f"127.0.0.1:{redis_port}",
+        "minio:9000": f"127.0.0.1:{s3_port}",
+        "localhost:9000": f"127.0.0.1:{s3_port}",
+        "0.0.0.0:8000": f"127.0.0.1:{api_port}",
+        "127.0.0.1:8000": f"127.0.0.1:{api_port}",
+    }
     work = tmp_path_factory.mktemp("deploy-stack")
     (work / "voices").mkdir()
-    container_only = {"ECHO_MODEL_REPO": str(tiny_checkpoint / "echo-tts-base"),
-                      "ECHO_AE_REPO": str(tiny_checkpoint / "fish-s1-dac-min"),
-                      # a CPU here: float32 (bfloat16 matmuls are emulated and slow on CPUs)
-                      "ECHO_DEVICE": "cpu", "ECHO_DTYPE": "float32",
-                      "HF_HOME": str(work / "hf"), "ECHO_VOICES_DIR": str(work / "voices")}
+    container_only = {
+        "ECHO_MODEL_REPO": str(tiny_checkpoint / "echo-tts-base"),
+        "ECHO_AE_REPO": str(tiny_checkpoint / "fish-s1-dac-min"),
+        # a CPU here: float32 (bfloat16 matmuls are emulated and slow on CPUs)
+        "ECHO_DEVICE": "cpu",
+        "ECHO_DTYPE": "float32",
+        "HF_HOME": str(work / "hf"),
+        "ECHO_VOICES_DIR": str(work / "voices"),
+    }
     envs = {name: local_env(services[name], hosts, container_only) for name in ("s3-init", "worker", "api")}
 
     # Given the one-shot bucket set-up has run to completion, as compose orders it
-    init = subprocess.run(local_argv(service_command(services["s3-init"]), hosts), env=envs["s3-init"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    init = subprocess.run(
+        local_argv(service_command(services["s3-init"]), hosts),
+        env=envs["s3-init"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert init.returncode == 0, init.stdout + init.stderr
 
     logs = {name: work / f"{name}.log" for name in ("worker", "api")}
@@ -83,15 +98,33 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_port: int, s3_port: in
     try:
         for name in ("worker", "api"):
             with logs[name].open("w") as log:
-                procs.append(subprocess.Popen(local_argv(service_command(services[name]), hosts), env=envs[name],
-                                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
-        stack = Stack(f"http://127.0.0.1:{api_port}", services["api"]["environment"]["ECHO_API_KEYS"].split(":", 1)[1],
-                      f"http://127.0.0.1:{s3_port}", envs["s3-init"], logs)
+                procs.append(
+                    subprocess.Popen(
+                        local_argv(service_command(services[name]), hosts),
+                        env=envs[name],
+                        cwd=ROOT,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        stack = Stack(
+            f"http://127.0.0.1:{api_port}",
+            services["api"]["environment"]["ECHO_API_KEYS"].split(":", 1)[1],
+            f"http://127.0.0.1:{s3_port}",
+            envs["s3-init"],
+            logs,
+        )
         try:
-            wait_until_ok(healthcheck_argv(services["api"], hosts), envs["api"], timeout=90, what="api healthcheck",
-                          watch=procs)
-            wait_until_ok(healthcheck_argv(services["worker"], hosts), envs["worker"], timeout=300,
-                          what="worker healthcheck", watch=procs)
+            wait_until_ok(
+                healthcheck_argv(services["api"], hosts), envs["api"], timeout=90, what="api healthcheck", watch=procs
+            )
+            wait_until_ok(
+                healthcheck_argv(services["worker"], hosts),
+                envs["worker"],
+                timeout=300,
+                what="worker healthcheck",
+                watch=procs,
+            )
         except RuntimeError as exc:
             pytest.fail(f"{exc}\n{stack.tail()}")
         yield stack
@@ -123,8 +156,11 @@ def test_a_job_submitted_to_the_compose_services_renders_and_downloads_from_the_
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {stack.token}"
     # When a job is submitted over HTTP with the stack's API key and polled until it finishes
-    submitted = session.post(f"{stack.base_url}/v1/jobs", json={"text": "Hello from the compose stack.",
-                                                                "format": "wav", "seed": 7, **FAST}, timeout=10)
+    submitted = session.post(
+        f"{stack.base_url}/v1/jobs",
+        json={"text": "Hello from the compose stack.", "format": "wav", "seed": 7, **FAST},
+        timeout=10,
+    )
     assert submitted.status_code == 202, submitted.text
     job = wait_for_job(stack, session, submitted.json()["id"])
     # Then it succeeded, and its presigned URL (public endpoint) serves the WAV straight from the bucket
@@ -151,12 +187,16 @@ def test_the_audio_link_redirects_to_the_bucket_and_other_keys_are_refused(stack
     assert anonymous.status_code == 401
 
 
-
 def test_the_bucket_init_service_put_expiry_on_the_short_lived_prefixes(stack: Stack) -> None:
     # Given the stack after its s3-init service ran with compose's command and environment
     env = stack.s3_env
-    s3 = boto3.client("s3", endpoint_url=env["ECHO_S3_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["ECHO_S3_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
     # When we read the bucket's lifecycle configuration
     rules = s3.get_bucket_lifecycle_configuration(Bucket=env["ECHO_S3_BUCKET"])["Rules"]
     # Then jobs/ and uploads/ expire after the default 7 days

@@ -79,8 +79,10 @@ def test_the_storage_credentials_are_minios_root_user(services: dict) -> None:
     api = service_environment(services["api"])
     # When we compare them
     # Then the clients log in as the user the server was started with
-    assert (minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"]) == (api["AWS_ACCESS_KEY_ID"],
-                                                                        api["AWS_SECRET_ACCESS_KEY"])
+    assert (minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"]) == (
+        api["AWS_ACCESS_KEY_ID"],
+        api["AWS_SECRET_ACCESS_KEY"],
+    )
     assert len(minio["MINIO_ROOT_PASSWORD"]) >= 8  # MinIO refuses shorter passwords
 
 

@@ -15,8 +15,14 @@ from deploy_support import ROOT
 
 def run_helper(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ECHO_", "AWS_"))}
-    return subprocess.run([sys.executable, f"docker/{script}"], cwd=ROOT, capture_output=True, text=True,
-                          env={**base, **env, "PYTHONPATH": str(ROOT)}, timeout=60)
+    return subprocess.run(
+        [sys.executable, f"docker/{script}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**base, **env, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
 
 
 def test_the_worker_healthcheck_passes_only_while_this_hosts_worker_has_a_live_heartbeat(redis_port: int) -> None:

@@ -111,10 +111,17 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 @pytest.mark.parametrize("path", ["Dockerfile.api", "Dockerfile.worker"])
 def test_every_file_the_project_images_copy_exists_and_is_not_docker_ignored(path: str) -> None:
     # Given the build context rules and the COPY sources of a project image
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
-    sources = [src for word, args in instructions(path) if word == "COPY" and not args.startswith("--from")
-               for src in args.split()[:-1]]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    sources = [
+        src
+        for word, args in instructions(path)
+        if word == "COPY" and not args.startswith("--from")
+        for src in args.split()[:-1]
+    ]
     # When we check each source against the checkout
     missing = [src for src in sources if not (ROOT / src).exists()]
     ignored = [src for src in sources if _ignored(src.rstrip("/"), patterns)]

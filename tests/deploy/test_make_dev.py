@@ -41,15 +41,31 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_make_dev_renders_a_job_with_local_file_storage_and_stops_cleanly(tmp_path: Path,
-                                                                          tiny_checkpoint: Path) -> None:
+def test_make_dev_renders_a_job_with_local_file_storage_and_stops_cleanly(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
     # Given the dev runner on free ports, the tiny checkpoint and no S3 endpoint
     api_port, redis_port = free_port(), free_port()
     log = (tmp_path / "dev.log").open("w")
-    runner = subprocess.Popen([sys.executable, "scripts/dev.py", "--tiny", "--tiny-dir", str(tiny_checkpoint),
-                               "--api-port", str(api_port), "--redis-port", str(redis_port),
-                               "--state-dir", str(tmp_path / "state")],
-                              cwd=ROOT, env=clean_environment(), stdout=log, stderr=subprocess.STDOUT)
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "scripts/dev.py",
+            "--tiny",
+            "--tiny-dir",
+            str(tiny_checkpoint),
+            "--api-port",
+            str(api_port),
+            "--redis-port",
+            str(redis_port),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        cwd=ROOT,
+        env=clean_environment(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{api_port}"
     try:
         deadline = time.monotonic() + 120
@@ -57,8 +73,9 @@ def test_make_dev_renders_a_job_with_local_file_storage_and_stops_cleanly(tmp_pa
             assert runner.poll() is None and time.monotonic() < deadline, (tmp_path / "dev.log").read_text()
             time.sleep(0.2)
         # When a job is submitted (auth off: no ECHO_API_KEYS) and polled until it finishes
-        submitted = requests.post(f"{base}/v1/jobs", json={"text": "Hello without Docker.", "format": "wav", **FAST},
-                                  timeout=10)
+        submitted = requests.post(
+            f"{base}/v1/jobs", json={"text": "Hello without Docker.", "format": "wav", **FAST}, timeout=10
+        )
         assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["id"]
         deadline = time.monotonic() + 240

@@ -50,8 +50,14 @@ def api_bucket(api_s3_endpoint: str) -> str:
 @pytest.fixture(scope="session")
 def api_env(api_redis_url: str, api_s3_endpoint: str, api_bucket: str) -> dict[str, str]:
     keys = ",".join(f"{name}:{token}" for name, token in API_KEYS.items())
-    return {"ECHO_REDIS_URL": api_redis_url, "ECHO_S3_ENDPOINT_URL": api_s3_endpoint, "ECHO_S3_BUCKET": api_bucket,
-            "ECHO_API_KEYS": keys, **S3_ENV, **LIMITS}
+    return {
+        "ECHO_REDIS_URL": api_redis_url,
+        "ECHO_S3_ENDPOINT_URL": api_s3_endpoint,
+        "ECHO_S3_BUCKET": api_bucket,
+        "ECHO_API_KEYS": keys,
+        **S3_ENV,
+        **LIMITS,
+    }
 
 
 @pytest.fixture(scope="session")

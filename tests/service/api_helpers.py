@@ -84,8 +84,13 @@ def start_api_process(env: dict[str, str], log: Path, *, workers: int = 1) -> Ap
     """Start ``python -m api`` and wait until its app answers /healthz (the app is built in the worker)."""
     port = free_port()
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "api", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
-                                cwd=ROOT, env=child_env(env), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+            cwd=ROOT,
+            env=child_env(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     server = ApiServer(f"http://127.0.0.1:{port}", proc, log, env)
     deadline = time.monotonic() + 30
     while True:
@@ -127,7 +132,11 @@ def queued_tasks(client: redis.Redis, queue: str = "tts") -> list[dict[str, Any]
     return out
 
 
-
 def s3_client(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )

@@ -47,7 +47,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
@@ -98,7 +99,10 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("checkpoint")
     done = subprocess.run(
         [PYTHON, "-m", "echo_tts.testing", "make-checkpoint", str(target), "--size", "tiny"],
-        capture_output=True, text=True, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     return target
@@ -140,6 +144,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         worker = WorkerProcess(proc, log, name, env["ECHO_REDIS_URL"])
         started.append(worker)
         if wait:
+
             def up() -> bool:
                 if proc.poll() is not None:
                     raise AssertionError(f"worker exited with {proc.returncode}:\n{worker.output()}")
@@ -165,8 +170,13 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
         port = free_port()
         log = tmp_path / f"api-{len(started)}.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen([PYTHON, "-m", "api", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-                                    cwd=ROOT, env=process_env(env), stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [PYTHON, "-m", "api", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+                cwd=ROOT,
+                env=process_env(env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         api = ApiProcess(proc, f"http://127.0.0.1:{port}", log)
         started.append(api)
 

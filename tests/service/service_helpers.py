@@ -54,8 +54,9 @@ def process_env(settings: dict[str, str]) -> dict[str, str]:
     return keep | settings
 
 
-def submit_task(redis_url: str, name: str, kwargs: dict, *, queue: str = contract.QUEUE_INTERACTIVE,
-                task_id: str | None = None) -> None:
+def submit_task(
+    redis_url: str, name: str, kwargs: dict, *, queue: str = contract.QUEUE_INTERACTIVE, task_id: str | None = None
+) -> None:
     """Send a task by name as the API does (a producer-only Celery app, JSON)."""
     from celery import Celery
 

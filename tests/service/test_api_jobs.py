@@ -19,11 +19,13 @@ def submit(api: ApiServer, body: dict | None = None, **kwargs: object) -> reques
     return api.call("POST", "/v1/jobs", json={"text": "Hello there.", **(body or {})}, **kwargs)
 
 
-def test_a_submitted_job_answers_202_with_location_and_is_enqueued_by_name(api: ApiServer,
-                                                                            redis_client: redis.Redis) -> None:
+def test_a_submitted_job_answers_202_with_location_and_is_enqueued_by_name(
+    api: ApiServer, redis_client: redis.Redis
+) -> None:
     # Given / When alice submits a sentence
-    response = submit(api, {"format": "flac", "preset": "Independent-Low-CFG", "overrides": {"num_steps": 8},
-                            "metadata": {"ref": 1}})
+    response = submit(
+        api, {"format": "flac", "preset": "Independent-Low-CFG", "overrides": {"num_steps": 8}, "metadata": {"ref": 1}}
+    )
     # Then the API answers at once with the queued job and where to poll it
     assert response.status_code == 202, response.text
     job = response.json()
@@ -167,8 +169,12 @@ def test_unknown_ids_and_another_keys_jobs_are_404(api: ApiServer) -> None:
     # Given a job of alice
     job_id = submit(api).json()["id"]
     # When bob reads, cancels or downloads it, or anyone asks for an unknown id
-    answers = [api.call("GET", f"/v1/jobs/{job_id}", as_="bob"), api.call("DELETE", f"/v1/jobs/{job_id}", as_="bob"),
-               api.call("GET", f"/v1/jobs/{job_id}/audio", as_="bob"), api.call("GET", "/v1/jobs/job_nope")]
+    answers = [
+        api.call("GET", f"/v1/jobs/{job_id}", as_="bob"),
+        api.call("DELETE", f"/v1/jobs/{job_id}", as_="bob"),
+        api.call("GET", f"/v1/jobs/{job_id}/audio", as_="bob"),
+        api.call("GET", "/v1/jobs/job_nope"),
+    ]
     # Then each is 404 with the envelope, and bob's list is empty
     assert [r.status_code for r in answers] == [404] * 4
     assert all(r.json()["error"]["code"] == "not_found" for r in answers)
@@ -180,8 +186,12 @@ def test_a_multipart_job_stores_the_reference_under_uploads(api: ApiServer, redi
     # Given a one-shot reference clip
     clip = wav_bytes(1.0)
     # When alice submits a multipart job with it
-    response = api.call("POST", "/v1/jobs", data={"text": "Clone me.", "seed": "5", "overrides": json.dumps(
-        {"cfg_scale_speaker": 6.0})}, files={"speaker_audio": ("me.wav", clip, "audio/wav")})
+    response = api.call(
+        "POST",
+        "/v1/jobs",
+        data={"text": "Clone me.", "seed": "5", "overrides": json.dumps({"cfg_scale_speaker": 6.0})},
+        files={"speaker_audio": ("me.wav", clip, "audio/wav")},
+    )
     # Then the job is queued, and the reference lies in storage under the key the task carries
     assert response.status_code == 202, response.text
     job = response.json()
@@ -190,4 +200,3 @@ def test_a_multipart_job_stores_the_reference_under_uploads(api: ApiServer, redi
     assert kwargs["speaker_key"] == f"uploads/{job['id']}/reference.wav"
     stored = api.s3().get_object(Bucket=api.bucket, Key=kwargs["speaker_key"])["Body"].read()
     assert stored == clip
-

@@ -41,8 +41,8 @@ def test_readyz_is_503_without_a_worker_and_200_with_a_heartbeat(api: ApiServer,
 
 
 def test_readyz_is_503_naming_storage_when_the_bucket_is_unreachable(
-        launch_api: Callable[..., ApiServer], api_env: dict[str, str], api_redis_url: str,
-        redis_client: redis.Redis) -> None:
+    launch_api: Callable[..., ApiServer], api_env: dict[str, str], api_redis_url: str, redis_client: redis.Redis
+) -> None:
     # Given an API whose bucket does not exist, and a live worker
     api = launch_api({**api_env, "ECHO_S3_BUCKET": "no-such-bucket"})
     JobStore.from_url(api_redis_url).heartbeat("gpu0@host")
@@ -56,8 +56,16 @@ def test_openapi_is_generated_from_the_validating_models(api: ApiServer) -> None
     spec = api.call("GET", "/v1/openapi.json", as_=None).json()
     # Then it is OpenAPI 3.1 with every endpoint, and its schemas are the pydantic models' own
     assert spec["openapi"].startswith("3.1")
-    assert {"/v1/jobs", "/v1/jobs/{id}", "/v1/jobs/{id}/audio", "/v1/voices", "/v1/voices/{id}", "/healthz",
-            "/readyz", "/v1/openapi.json"} <= set(spec["paths"])
+    assert {
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/audio",
+        "/v1/voices",
+        "/v1/voices/{id}",
+        "/healthz",
+        "/readyz",
+        "/v1/openapi.json",
+    } <= set(spec["paths"])
     schemas = spec["components"]["schemas"]
     assert schemas["JobCreate"]["properties"]["text"] == JobCreate.model_json_schema()["properties"]["text"]
     assert set(schemas["Overrides"]["properties"]) == set(contract.OVERRIDE_NAMES)
@@ -97,28 +105,38 @@ def test_unknown_routes_and_methods_answer_with_the_envelope(api: ApiServer) -> 
     assert "POST" in wrong.headers["Allow"]
 
 
-@pytest.mark.parametrize(("env", "named"), [
-    ({"ECHO_REDIS_URL": ""}, "ECHO_REDIS_URL"),
-    ({"ECHO_REDIS_URL": "http://localhost"}, "ECHO_REDIS_URL"),
-    ({"ECHO_API_KEYS": "alice"}, "ECHO_API_KEYS"),
-    ({"ECHO_API_KEYS": "alice:same-token-1,bob:same-token-1"}, "ECHO_API_KEYS"),
-    ({"ECHO_MAX_TEXT_CHARS": "lots"}, "ECHO_MAX_TEXT_CHARS"),
-    ({"ECHO_MAX_UPLOAD_BYTES": "-5"}, "ECHO_MAX_UPLOAD_BYTES"),
-    ({"ECHO_VOICES_DIR": "/no/such/dir"}, "ECHO_VOICES_DIR"),
-    ({"ECHO_S3_ENDPOINT_URL": "minio:9000"}, "ECHO_S3_ENDPOINT_URL"),
-])
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ECHO_REDIS_URL": ""}, "ECHO_REDIS_URL"),
+        ({"ECHO_REDIS_URL": "http://localhost"}, "ECHO_REDIS_URL"),
+        ({"ECHO_API_KEYS": "alice"}, "ECHO_API_KEYS"),
+        ({"ECHO_API_KEYS": "alice:same-token-1,bob:same-token-1"}, "ECHO_API_KEYS"),
+        ({"ECHO_MAX_TEXT_CHARS": "lots"}, "ECHO_MAX_TEXT_CHARS"),
+        ({"ECHO_MAX_UPLOAD_BYTES": "-5"}, "ECHO_MAX_UPLOAD_BYTES"),
+        ({"ECHO_VOICES_DIR": "/no/such/dir"}, "ECHO_VOICES_DIR"),
+        ({"ECHO_S3_ENDPOINT_URL": "minio:9000"}, "ECHO_S3_ENDPOINT_URL"),
+    ],
+)
 def test_a_bad_setting_stops_the_api_at_start_naming_it(api_env: dict[str, str], env: dict, named: str) -> None:
     # Given a bad setting
     settings = {**api_env, **env}
     # When the API is started
-    done = subprocess.run([sys.executable, "-m", "api", "--bind", "127.0.0.1:1"], cwd=ROOT, env=child_env(settings),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "api", "--bind", "127.0.0.1:1"],
+        cwd=ROOT,
+        env=child_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # Then it exits at once with a message naming the setting
     assert done.returncode == 2 and named in done.stderr
 
 
 def test_without_api_keys_auth_is_off_and_audio_streams_from_local_storage(
-        launch_api: Callable[..., ApiServer], api_redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> None:
+    launch_api: Callable[..., ApiServer], api_redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
     # Given an API without keys and without S3: local storage in a directory
     api = launch_api({"ECHO_REDIS_URL": api_redis_url, "ECHO_STORAGE_DIR": str(tmp_path)})
     job = api.call("POST", "/v1/jobs", json={"text": "Local.", "format": "wav"}, as_=None).json()

@@ -64,7 +64,9 @@ def test_metrics_need_no_key_and_parse_as_prometheus_text(api: ApiServer) -> Non
     assert value(samples, "echo_redis_up") == 1
     assert any(name == "echo_build_info" for name, _ in samples)
     assert {labels for name, labels in samples if name == "echo_queue_depth"} == {
-        frozenset({("queue", "tts")}), frozenset({("queue", "tts-bulk")})}
+        frozenset({("queue", "tts")}),
+        frozenset({("queue", "tts-bulk")}),
+    }
     states = {dict(labels)["state"] for name, labels in samples if name == "echo_jobs"}
     finished = {dict(labels)["state"] for name, labels in samples if name == "echo_jobs_finished_total"}
     assert states | finished == {"queued", "running", "succeeded", "failed", "canceled", "expired"}
@@ -117,15 +119,21 @@ def test_live_workers_come_from_heartbeats(api: ApiServer, api_redis_url: str) -
 
 
 def test_request_counts_are_shared_by_all_api_processes(
-        launch_api: Callable[..., ApiServer], api_env: dict[str, str], redis_client: redis.Redis) -> None:
+    launch_api: Callable[..., ApiServer], api_env: dict[str, str], redis_client: redis.Redis
+) -> None:
     # Given an API with four gunicorn processes
     api = launch_api(api_env, workers=4)
     # When it refuses twenty keyless job reads (spread over its processes)
     for _ in range(20):
         assert requests.get(f"{api.url}/v1/jobs/job_x", headers={"Connection": "close"}, timeout=10).status_code == 401
     # Then within a few seconds any scrape counts all twenty, whichever process answers it
-    wait_for(lambda: value(scrape(api), "echo_api_requests_total", method="GET", route="/v1/jobs/<job_id>",
-                           status="401") == 20, timeout=10, what="twenty counted refusals")
+    wait_for(
+        lambda: (
+            value(scrape(api), "echo_api_requests_total", method="GET", route="/v1/jobs/<job_id>", status="401") == 20
+        ),
+        timeout=10,
+        what="twenty counted refusals",
+    )
 
 
 def test_metrics_answer_with_redis_down(launch_api: Callable[..., ApiServer], api_env: dict[str, str]) -> None:

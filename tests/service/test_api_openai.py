@@ -29,13 +29,18 @@ KEYS = ",".join(f"{name}:{token}" for name, token in API_KEYS.items())
 
 
 def speech(url: str, body: dict[str, Any], as_: str = "alice", **kwargs: Any) -> requests.Response:
-    return requests.post(f"{url}/v1/audio/speech", json=body, timeout=60,
-                         headers={"Authorization": f"Bearer {API_KEYS[as_]}"}, **kwargs)
+    return requests.post(
+        f"{url}/v1/audio/speech", json=body, timeout=60, headers={"Authorization": f"Bearer {API_KEYS[as_]}"}, **kwargs
+    )
 
 
 def upload_voice(url: str, as_: str) -> str:
-    answer = requests.post(f"{url}/v1/voices", files={"file": ("me.wav", wav_bytes(), "audio/wav")},
-                           headers={"Authorization": f"Bearer {API_KEYS[as_]}"}, timeout=30)
+    answer = requests.post(
+        f"{url}/v1/voices",
+        files={"file": ("me.wav", wav_bytes(), "audio/wav")},
+        headers={"Authorization": f"Bearer {API_KEYS[as_]}"},
+        timeout=30,
+    )
     assert answer.status_code == 202, answer.text
     return str(answer.json()["id"])
 
@@ -46,8 +51,8 @@ def the_field(answer: requests.Response) -> str:
 
 @pytest.mark.slow
 def test_speech_answers_decodable_mp3_wav_and_pcm_with_a_stored_or_an_operator_voice(
-        service_env: dict[str, str], start_worker: Callable[..., Any], start_api: Callable[..., ApiProcess],
-        tmp_path: Path) -> None:
+    service_env: dict[str, str], start_worker: Callable[..., Any], start_api: Callable[..., ApiProcess], tmp_path: Path
+) -> None:
     # Given one worker (it creates the bucket), the API with keys and an operator voice, and a voice alice uploaded
     voices = tmp_path / "voices"
     voices.mkdir()
@@ -56,12 +61,24 @@ def test_speech_answers_decodable_mp3_wav_and_pcm_with_a_stored_or_an_operator_v
     api = start_api(service_env | {"ECHO_API_KEYS": KEYS, "ECHO_VOICES_DIR": str(voices)})
     own = upload_voice(api.url, "alice")
     # When alice asks for speech the way an OpenAI client does (mp3 is the default format)
-    mp3 = speech(api.url, {"model": "tts-1", "input": "Hello there, world.", "voice": own, "seed": 7,
-                           "overrides": FAST})
-    wav = speech(api.url, {"model": "echo-tts", "input": "Hello there.", "voice": "narrator.wav",
-                           "response_format": "wav", "speed": 1.0, "overrides": FAST})
-    pcm = speech(api.url, {"model": "tts-1", "input": "Hi.", "voice": {"id": "narrator"}, "response_format": "pcm",
-                           "overrides": FAST})
+    mp3 = speech(
+        api.url, {"model": "tts-1", "input": "Hello there, world.", "voice": own, "seed": 7, "overrides": FAST}
+    )
+    wav = speech(
+        api.url,
+        {
+            "model": "echo-tts",
+            "input": "Hello there.",
+            "voice": "narrator.wav",
+            "response_format": "wav",
+            "speed": 1.0,
+            "overrides": FAST,
+        },
+    )
+    pcm = speech(
+        api.url,
+        {"model": "tts-1", "input": "Hi.", "voice": {"id": "narrator"}, "response_format": "pcm", "overrides": FAST},
+    )
     # Then each answer is the audio itself, with its content type, and it decodes
     assert mp3.status_code == 200, mp3.text
     assert mp3.headers["Content-Type"] == "audio/mpeg" and mp3.headers["X-Seed"] == "7"
@@ -73,10 +90,12 @@ def test_speech_answers_decodable_mp3_wav_and_pcm_with_a_stored_or_an_operator_v
     assert rate == 44100 and len(samples) > 0
     assert pcm.status_code == 200 and pcm.headers["Content-Type"] == "audio/L16; rate=24000; channels=1", pcm.text
     assert len(pcm.content) % 2 == 0 and float(pcm.headers["X-Audio-Duration"]) == pytest.approx(
-        len(pcm.content) / 2 / 24000, abs=1e-3)
+        len(pcm.content) / 2 / 24000, abs=1e-3
+    )
     # And each was an ordinary job of alice's that records the model asked for
-    job = requests.get(f"{api.url}{mp3.headers['Location']}", timeout=10,
-                       headers={"Authorization": f"Bearer {API_KEYS['alice']}"}).json()
+    job = requests.get(
+        f"{api.url}{mp3.headers['Location']}", timeout=10, headers={"Authorization": f"Bearer {API_KEYS['alice']}"}
+    ).json()
     assert job["status"] == "succeeded" and job["request"]["voice"] == own
     assert job["request"]["metadata"] == {"endpoint": "/v1/audio/speech", "model": "tts-1"}
 
@@ -94,15 +113,18 @@ def test_an_unknown_voice_and_another_keys_voice_are_404(api: ApiServer) -> None
     assert [t["task"] for t in queued_tasks(redis.Redis.from_url(api.env["ECHO_REDIS_URL"]))] == ["echo.encode_voice"]
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"response_format": "ogg"}, "response_format"),
-    ({"speed": 1.5}, "speed"),
-    ({"speed": 0.25}, "speed"),
-    ({"input": "   "}, "input"),
-    ({"stream_format": "sse"}, "stream_format"),
-    ({"instructions": "whisper"}, "instructions"),
-    ({"overrides": {"num_steps": 1000}}, "overrides.num_steps"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"response_format": "ogg"}, "response_format"),
+        ({"speed": 1.5}, "speed"),
+        ({"speed": 0.25}, "speed"),
+        ({"input": "   "}, "input"),
+        ({"stream_format": "sse"}, "stream_format"),
+        ({"instructions": "whisper"}, "instructions"),
+        ({"overrides": {"num_steps": 1000}}, "overrides.num_steps"),
+    ],
+)
 def test_a_bad_field_is_422_naming_it(api: ApiServer, body: dict[str, Any], field: str) -> None:
     # Given a voice of alice's
     voice = upload_voice(api.url, "alice")
@@ -120,7 +142,8 @@ def test_speech_needs_a_key(api: ApiServer) -> None:
 
 
 def test_no_worker_within_the_timeout_is_504_with_the_job_id_and_the_job_stays_queued(
-        launch_api: Callable[..., ApiServer], api_env: dict[str, str], redis_client: redis.Redis) -> None:
+    launch_api: Callable[..., ApiServer], api_env: dict[str, str], redis_client: redis.Redis
+) -> None:
     # Given an API that waits half a second for speech, and no worker
     api = launch_api(api_env | {"ECHO_SPEECH_TIMEOUT_S": "0.5"})
     voice = upload_voice(api.url, "alice")
@@ -139,6 +162,7 @@ def test_no_worker_within_the_timeout_is_504_with_the_job_id_and_the_job_stays_q
 
 def _while_waiting(redis_client: redis.Redis, act: Callable[[str], None]) -> threading.Thread:
     """Start a thread that, once the speech job's record exists, does ``act(job_id)``."""
+
     def run() -> None:
         def job_id() -> str | None:
             keys = [k for k in redis_client.keys("echo:job:*")]
@@ -184,4 +208,5 @@ def test_the_openapi_document_describes_the_speech_request(api: ApiServer) -> No
     # Then it has the endpoint and the request model with OpenAI's fields
     schema = spec["components"]["schemas"]["SpeechCreate"]
     assert "/v1/audio/speech" in spec["paths"] and {"model", "input", "voice", "response_format", "speed"} <= set(
-        schema["properties"])
+        schema["properties"]
+    )

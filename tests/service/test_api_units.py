@@ -24,24 +24,36 @@ def flac_head(rate: int, samples: int) -> bytes:
     return b"fLaC" + bytes([0x80, 0, 0, 34]) + b"\x00" * 10 + packed.to_bytes(8, "big") + b"\x00" * 16
 
 
-@pytest.mark.parametrize(("head", "extension"), [
-    (b"OggS\x00\x02" + b"\x00" * 40, "ogg"),
-    (b"ID3\x04\x00" + b"\x00" * 40, "mp3"),
-    (bytes([0xFF, 0xFB, 0x90, 0x64]) + b"\x00" * 40, "mp3"),  # MPEG-1 layer III, 128 kbit/s, 44.1 kHz
-    (bytes([0xFF, 0xF1, 0x50, 0x80, 0x02, 0x1F, 0xFC]) + b"\x00" * 40, "aac"),  # ADTS
-    (b"\x00\x00\x00\x20ftypM4A " + b"\x00" * 40, "m4a"),
-    (b"FORM\x00\x00\x10\x00AIFF" + b"\x00" * 40, "aiff"),
-    (b"\x1aE\xdf\xa3" + b"\x00" * 40, "webm"),
-])
+@pytest.mark.parametrize(
+    ("head", "extension"),
+    [
+        (b"OggS\x00\x02" + b"\x00" * 40, "ogg"),
+        (b"ID3\x04\x00" + b"\x00" * 40, "mp3"),
+        (bytes([0xFF, 0xFB, 0x90, 0x64]) + b"\x00" * 40, "mp3"),  # MPEG-1 layer III, 128 kbit/s, 44.1 kHz
+        (bytes([0xFF, 0xF1, 0x50, 0x80, 0x02, 0x1F, 0xFC]) + b"\x00" * 40, "aac"),  # ADTS
+        (b"\x00\x00\x00\x20ftypM4A " + b"\x00" * 40, "m4a"),
+        (b"FORM\x00\x00\x10\x00AIFF" + b"\x00" * 40, "aiff"),
+        (b"\x1aE\xdf\xa3" + b"\x00" * 40, "webm"),
+    ],
+)
 def test_known_containers_are_recognised_from_their_first_bytes(head: bytes, extension: str) -> None:
     # Given / When the head of a file of a known container is sniffed, Then its kind is named
     kind = sniff_audio(head)
     assert kind is not None and kind.extension == extension
 
 
-@pytest.mark.parametrize("head", [b"", b"hello world, not audio", b"%PDF-1.7\n", b"\x89PNG\r\n\x1a\n" + b"\0" * 20,
-                                  b"PK\x03\x04" + b"\0" * 30, bytes([0xFF, 0xFF, 0xFF, 0xFF]) + b"\0" * 8,
-                                  b"RIFF\x00\x00\x00\x00AVI LIST"])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"hello world, not audio",
+        b"%PDF-1.7\n",
+        b"\x89PNG\r\n\x1a\n" + b"\0" * 20,
+        b"PK\x03\x04" + b"\0" * 30,
+        bytes([0xFF, 0xFF, 0xFF, 0xFF]) + b"\0" * 8,
+        b"RIFF\x00\x00\x00\x00AVI LIST",
+    ],
+)
 def test_other_bytes_are_not_audio(head: bytes) -> None:
     # Given / When text, documents, images, archives or a RIFF video are sniffed, Then none is audio
     assert sniff_audio(head) is None
@@ -81,19 +93,27 @@ def test_malformed_api_keys_are_refused_naming_the_setting(raw: str) -> None:
 def test_settings_have_defaults_and_take_limits_from_the_environment(tmp_path: Path) -> None:
     # Given / When settings are read from a minimal and a fuller environment
     plain = ApiSettings.from_env({"ECHO_REDIS_URL": "redis://r:6379/0"})
-    tuned = ApiSettings.from_env({"ECHO_REDIS_URL": "redis://r:6379/0", "ECHO_MAX_TEXT_CHARS": "50",
-                                  "ECHO_MAX_REFERENCE_SECONDS": "12.5", "ECHO_VOICES_DIR": str(tmp_path)})
+    tuned = ApiSettings.from_env(
+        {
+            "ECHO_REDIS_URL": "redis://r:6379/0",
+            "ECHO_MAX_TEXT_CHARS": "50",
+            "ECHO_MAX_REFERENCE_SECONDS": "12.5",
+            "ECHO_VOICES_DIR": str(tmp_path),
+        }
+    )
     # Then the defaults hold (auth off, local storage) and the given limits are taken
     assert plain.api_keys is None and plain.storage.backend == "local" and plain.max_text_chars == 20_000
     assert tuned.max_text_chars == 50 and tuned.max_reference_seconds == 12.5 and tuned.voices_dir == tmp_path
 
 
-def test_the_app_works_with_in_memory_doubles_for_queue_and_storage(api_redis_url: str, redis_client: object,
-                                                                    tmp_path: Path) -> None:
+def test_the_app_works_with_in_memory_doubles_for_queue_and_storage(
+    api_redis_url: str, redis_client: object, tmp_path: Path
+) -> None:
     # Given an app whose queue records instead of sending, on local storage
     queue = RecordingQueue()
-    app = create_app({"ENV": {"ECHO_REDIS_URL": api_redis_url}, "QUEUE": queue,
-                      "STORAGE": LocalStorage(tmp_path), "TESTING": True})
+    app = create_app(
+        {"ENV": {"ECHO_REDIS_URL": api_redis_url}, "QUEUE": queue, "STORAGE": LocalStorage(tmp_path), "TESTING": True}
+    )
     client = app.test_client()
     # When a job is submitted and canceled
     job = client.post("/v1/jobs", json={"text": "Hi.", "seed": 3}).get_json()
@@ -103,8 +123,9 @@ def test_the_app_works_with_in_memory_doubles_for_queue_and_storage(api_redis_ur
     assert canceled["status"] == "canceled" and queue.revoked == [job["id"]]
 
 
-def test_an_unexpected_error_is_a_500_envelope_without_internals(api_redis_url: str, redis_client: object,
-                                                                  tmp_path: Path) -> None:
+def test_an_unexpected_error_is_a_500_envelope_without_internals(
+    api_redis_url: str, redis_client: object, tmp_path: Path
+) -> None:
     # Given an app whose queue breaks in an unforeseen way
     class Broken(RecordingQueue):
         def send_synthesis(self, request: contract.SynthesisRequest) -> None:

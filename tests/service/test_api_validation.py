@@ -21,27 +21,30 @@ def fields_of(error: dict) -> list[str]:
     return [e["field"] for e in error["details"].get("errors", [])]
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"text": ""}, "text"),
-    ({"text": "   \n"}, "text"),
-    ({}, "text"),
-    ({"text": 5}, "text"),
-    ({"preset": "Very-High-CFG"}, "preset"),
-    ({"format": "ogg"}, "format"),
-    ({"sample_rate": 1000}, "sample_rate"),
-    ({"sample_rate": "fast"}, "sample_rate"),
-    ({"format": "mp3", "sample_rate": 44101}, "sample_rate"),
-    ({"overrides": {"num_steps": 0}}, "overrides.num_steps"),
-    ({"overrides": {"num_steps": 1000}}, "overrides.num_steps"),
-    ({"overrides": {"cfg_scale_text": -1}}, "overrides.cfg_scale_text"),
-    ({"overrides": {"num_steps": None}}, "overrides.num_steps"),
-    ({"overrides": {"warp_speed": 2}}, "overrides.warp_speed"),
-    ({"seed": -1}, "seed"),
-    ({"seed": 2**64}, "seed"),
-    ({"metadata": [1, 2]}, "metadata"),
-    ({"voice": "voice_unknown"}, "voice"),
-    ({"colour": "blue"}, "colour"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"text": ""}, "text"),
+        ({"text": "   \n"}, "text"),
+        ({}, "text"),
+        ({"text": 5}, "text"),
+        ({"preset": "Very-High-CFG"}, "preset"),
+        ({"format": "ogg"}, "format"),
+        ({"sample_rate": 1000}, "sample_rate"),
+        ({"sample_rate": "fast"}, "sample_rate"),
+        ({"format": "mp3", "sample_rate": 44101}, "sample_rate"),
+        ({"overrides": {"num_steps": 0}}, "overrides.num_steps"),
+        ({"overrides": {"num_steps": 1000}}, "overrides.num_steps"),
+        ({"overrides": {"cfg_scale_text": -1}}, "overrides.cfg_scale_text"),
+        ({"overrides": {"num_steps": None}}, "overrides.num_steps"),
+        ({"overrides": {"warp_speed": 2}}, "overrides.warp_speed"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**64}, "seed"),
+        ({"metadata": [1, 2]}, "metadata"),
+        ({"voice": "voice_unknown"}, "voice"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
 def test_a_bad_field_is_422_naming_it(api: ApiServer, redis_client: redis.Redis, body: dict, field: str) -> None:
     # Given a request with one bad field
     payload = {"text": "Hello.", **body} if body else {}
@@ -144,14 +147,22 @@ def test_multipart_fields_are_validated_like_json(api: ApiServer) -> None:
 
 def test_voice_and_a_one_shot_reference_together_are_refused(api: ApiServer) -> None:
     # Given / When both a stored voice and a reference file are given
-    response = api.call("POST", "/v1/jobs", data={"text": "Hi.", "voice": "narrator"},
-                        files={"speaker_audio": ("a.wav", wav_bytes())})
+    response = api.call(
+        "POST", "/v1/jobs", data={"text": "Hi.", "voice": "narrator"}, files={"speaker_audio": ("a.wav", wav_bytes())}
+    )
     # Then the request is refused naming voice
     assert response.status_code == 422 and "voice" in fields_of(error_of(response))
 
 
-@pytest.mark.parametrize(("params", "field"), [({"status": "done"}, "status.0"), ({"limit": "0"}, "limit"),
-                                               ({"limit": "x"}, "limit"), ({"cursor": "zzz"}, "cursor")])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"status": "done"}, "status.0"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "x"}, "limit"),
+        ({"cursor": "zzz"}, "cursor"),
+    ],
+)
 def test_bad_list_parameters_are_422_naming_them(api: ApiServer, params: dict, field: str) -> None:
     # Given / When the job list is asked for with a bad parameter
     response = api.call("GET", "/v1/jobs", params=params)

@@ -16,12 +16,14 @@ pytest_plugins = ["api_fixtures"]
 
 def upload(api: ApiServer, data: bytes | None = None, *, name: str | None = "Me", as_: str = "alice"):  # type: ignore[no-untyped-def]
     form = {"name": name} if name else {}
-    return api.call("POST", "/v1/voices", data=form, files={"file": ("me.wav", data or wav_bytes(), "audio/wav")},
-                    as_=as_)
+    return api.call(
+        "POST", "/v1/voices", data=form, files={"file": ("me.wav", data or wav_bytes(), "audio/wav")}, as_=as_
+    )
 
 
-def test_an_uploaded_voice_is_stored_pending_and_its_encode_task_enqueued(api: ApiServer,
-                                                                          redis_client: redis.Redis) -> None:
+def test_an_uploaded_voice_is_stored_pending_and_its_encode_task_enqueued(
+    api: ApiServer, redis_client: redis.Redis
+) -> None:
     # Given / When alice uploads a reference clip
     response = upload(api)
     # Then the voice is pending, the reference lies in storage, and one encode task waits
@@ -35,8 +37,9 @@ def test_an_uploaded_voice_is_stored_pending_and_its_encode_task_enqueued(api: A
     assert task["task"] == contract.ENCODE_VOICE and task["kwargs"] == {"voice_id": voice["id"], "reference_key": key}
 
 
-def test_a_ready_voice_is_used_by_jobs_without_its_reference(api: ApiServer, api_redis_url: str,
-                                                             redis_client: redis.Redis) -> None:
+def test_a_ready_voice_is_used_by_jobs_without_its_reference(
+    api: ApiServer, api_redis_url: str, redis_client: redis.Redis
+) -> None:
     # Given a voice the worker encoded
     voice_id = upload(api).json()["id"]
     VoiceStore.from_url(api_redis_url).mark_ready(voice_id, contract.voice_latents_key(voice_id))
@@ -99,8 +102,8 @@ def test_bad_voice_uploads_are_refused_naming_the_field(api: ApiServer, redis_cl
 
 
 def test_operator_voices_are_shared_read_only_and_registered_once(
-        launch_api: Callable[..., ApiServer], api_env: dict[str, str], redis_client: redis.Redis,
-        tmp_path: Path) -> None:
+    launch_api: Callable[..., ApiServer], api_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path
+) -> None:
     # Given a voices directory with one clip and one stray file
     (tmp_path / "narrator.wav").write_bytes(wav_bytes(1.0))
     (tmp_path / "README.txt").write_text("not a voice")
@@ -122,7 +125,8 @@ def test_operator_voices_are_shared_read_only_and_registered_once(
 
 
 def test_an_api_with_operator_voices_starts_before_any_worker_and_makes_the_missing_bucket(
-        launch_api: Callable[..., ApiServer], api_env: dict[str, str], tmp_path: Path) -> None:
+    launch_api: Callable[..., ApiServer], api_env: dict[str, str], tmp_path: Path
+) -> None:
     # Given a voices directory and a bucket nobody has created yet (the API starts first)
     (tmp_path / "narrator.wav").write_bytes(wav_bytes(1.0))
     env = {**api_env, "ECHO_VOICES_DIR": str(tmp_path), "ECHO_S3_BUCKET": "echo-fresh-bucket"}

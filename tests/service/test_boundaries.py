@@ -50,11 +50,21 @@ PROBE = textwrap.dedent("""
 def test_import_api_works_where_torch_cannot_be_imported(tmp_path: Path) -> None:
     # Given a Python whose sitecustomize makes torch, echo_tts and numpy unimportable
     (tmp_path / "sitecustomize.py").write_text(BLOCKER)
-    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin", "ECHO_REDIS_URL": "redis://127.0.0.1:1/0",
-           "ECHO_STORAGE_DIR": str(tmp_path / "storage")}
+    env = {
+        "PYTHONPATH": f"{tmp_path}:{ROOT}",
+        "PATH": "/usr/bin:/bin",
+        "ECHO_REDIS_URL": "redis://127.0.0.1:1/0",
+        "ECHO_STORAGE_DIR": str(tmp_path / "storage"),
+    }
     # When it imports the API and builds apps (from a mapping, and from the environment like gunicorn)
-    done = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "storage")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path / "storage")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     # Then it succeeds without importing any heavy or worker-internal module
     assert done.returncode == 0, done.stdout + done.stderr
     assert "HEAVY []" in done.stdout
@@ -68,8 +78,11 @@ def _environment_reads(path: Path) -> list[str]:
             if isinstance(node.value, ast.Name) and node.value.id == "os":
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
         elif isinstance(node, ast.ImportFrom) and node.module == "os":
-            found += [f"{path.relative_to(ROOT)}:{node.lineno}" for alias in node.names
-                      if alias.name in ("environ", "environb", "getenv", "getenvb")]
+            found += [
+                f"{path.relative_to(ROOT)}:{node.lineno}"
+                for alias in node.names
+                if alias.name in ("environ", "environb", "getenv", "getenvb")
+            ]
     return found
 
 
@@ -101,8 +114,11 @@ def _imported_roots(package: str) -> dict[str, set[str]]:
 
 
 def _offenders(package: str, forbidden: set[str]) -> list[str]:
-    return [f"{module} imports {sorted(names & forbidden)}"
-            for module, names in _imported_roots(package).items() if names & forbidden]
+    return [
+        f"{module} imports {sorted(names & forbidden)}"
+        for module, names in _imported_roots(package).items()
+        if names & forbidden
+    ]
 
 
 def test_api_imports_nothing_from_worker() -> None:

@@ -19,8 +19,15 @@ def _request(**changes: object) -> SynthesisRequest:
 
 def test_a_request_round_trips_through_a_plain_dict() -> None:
     # Given a request with every optional field set
-    request = _request(format="flac", preset="Independent-Low-CFG", overrides={"num_steps": 8, "rescale_k": None},
-                       voice_id="v1", sample_rate=24000, owner="alice", metadata={"k": [1, 2]})
+    request = _request(
+        format="flac",
+        preset="Independent-Low-CFG",
+        overrides={"num_steps": 8, "rescale_k": None},
+        voice_id="v1",
+        sample_rate=24000,
+        owner="alice",
+        metadata={"k": [1, 2]},
+    )
     # When it goes to a dict and back
     again = SynthesisRequest.from_dict(request.to_dict())
     # Then nothing is lost
@@ -122,4 +129,7 @@ def test_output_formats_agree_with_the_audio_encoder() -> None:
     for name, ours in contract.OUTPUT_FORMATS.items():
         theirs = AUDIO_FORMATS[name]
         assert (ours.extension, ours.content_type, ours.sample_rates) == (
-            theirs.extension, theirs.content_type, theirs.sample_rates), name
+            theirs.extension,
+            theirs.content_type,
+            theirs.sample_rates,
+        ), name

@@ -29,8 +29,9 @@ FAST = {"num_steps": 2}
 
 
 def submit(api: ApiProcess, **body: Any) -> dict[str, Any]:
-    answer = requests.post(f"{api.url}/v1/jobs", json={"text": "Hello there, world.", "seed": 11,
-                                                       "overrides": FAST} | body, timeout=10)
+    answer = requests.post(
+        f"{api.url}/v1/jobs", json={"text": "Hello there, world.", "seed": 11, "overrides": FAST} | body, timeout=10
+    )
     assert answer.status_code == 202, answer.text
     assert answer.headers["Location"].endswith(answer.json()["id"])
     return dict(answer.json())
@@ -58,8 +59,9 @@ def download(job: dict[str, Any]) -> bytes:
     return answer.content
 
 
-def test_jobs_render_to_valid_files_of_each_format_and_repeat_exactly(service_env: dict, start_worker,
-                                                                       start_api) -> None:
+def test_jobs_render_to_valid_files_of_each_format_and_repeat_exactly(
+    service_env: dict, start_worker, start_api
+) -> None:
     # Given the API and one worker
     api = start_api(service_env)
     start_worker(service_env)
@@ -91,7 +93,8 @@ def test_jobs_render_to_valid_files_of_each_format_and_repeat_exactly(service_en
 
 
 def test_a_job_canceled_while_queued_never_renders_and_one_canceled_while_running_stops(
-        service_env: dict, start_worker, start_api) -> None:
+    service_env: dict, start_worker, start_api
+) -> None:
     # Given the API and no worker yet: a job waits in the queue
     api = start_api(service_env)
     queued = submit(api)
@@ -114,11 +117,15 @@ def test_a_job_canceled_while_queued_never_renders_and_one_canceled_while_runnin
     assert storage.list_keys(f"jobs/{queued['id']}/") == storage.list_keys(f"jobs/{running['id']}/") == []
 
 
-def test_a_worker_killed_mid_render_loses_nothing_and_the_job_succeeds_once(service_env: dict, start_worker,
-                                                                            start_api) -> None:
+def test_a_worker_killed_mid_render_loses_nothing_and_the_job_succeeds_once(
+    service_env: dict, start_worker, start_api
+) -> None:
     # Given time limits that let a few-second render finish, and a visibility timeout just above them
-    env = service_env | {"ECHO_TASK_SOFT_TIME_LIMIT_S": "40", "ECHO_TASK_TIME_LIMIT_S": "45",
-                         "ECHO_VISIBILITY_TIMEOUT_S": "50"}
+    env = service_env | {
+        "ECHO_TASK_SOFT_TIME_LIMIT_S": "40",
+        "ECHO_TASK_TIME_LIMIT_S": "45",
+        "ECHO_VISIBILITY_TIMEOUT_S": "50",
+    }
     api = start_api(env)
     doomed = start_worker(env)
     # (100 steps: seconds of work, so the kill lands mid-render)
@@ -151,13 +158,18 @@ def _reference_wav(seconds: float = 1.5) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_stored_voice_is_encoded_once_and_a_one_shot_reference_renders_too(service_env: dict, start_worker,
-                                                                               start_api) -> None:
+def test_a_stored_voice_is_encoded_once_and_a_one_shot_reference_renders_too(
+    service_env: dict, start_worker, start_api
+) -> None:
     # Given the API, a worker, and a voice uploaded once
     api = start_api(service_env)
     worker = start_worker(service_env)
-    created = requests.post(f"{api.url}/v1/voices", files={"file": ("ann.wav", _reference_wav(), "audio/wav")},
-                            data={"name": "Ann"}, timeout=10)
+    created = requests.post(
+        f"{api.url}/v1/voices",
+        files={"file": ("ann.wav", _reference_wav(), "audio/wav")},
+        data={"name": "Ann"},
+        timeout=10,
+    )
     assert created.status_code == 202, created.text
     voice_id = created.json()["id"]
 
@@ -170,8 +182,12 @@ def test_a_stored_voice_is_encoded_once_and_a_one_shot_reference_renders_too(ser
     jobs = [submit(api, voice=voice_id, seed=seed) for seed in (1, 2)]
     # And a third job brings its own one-shot reference
     upload = {"speaker_audio": ("me.wav", _reference_wav(1.0), "audio/wav")}
-    one_shot = requests.post(f"{api.url}/v1/jobs", files=upload,
-                             data={"text": "Mine.", "seed": "3", "overrides": '{"num_steps": 2}'}, timeout=10)
+    one_shot = requests.post(
+        f"{api.url}/v1/jobs",
+        files=upload,
+        data={"text": "Mine.", "seed": "3", "overrides": '{"num_steps": 2}'},
+        timeout=10,
+    )
     assert one_shot.status_code == 202, one_shot.text
     # Then all succeed, the latents are stored, and the stored voice was encoded exactly once
     for job in [*jobs, one_shot.json()]:

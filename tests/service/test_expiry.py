@@ -63,8 +63,9 @@ def _job(store: JobStore, timeout: float = 60.0) -> JobRecord:
 
 
 # -- the job store ------------------------------------------------------------------------------
-def test_a_job_queued_past_its_deadline_expires_with_an_error_naming_the_deadline(store: JobStore,
-                                                                                  clock: Clock) -> None:
+def test_a_job_queued_past_its_deadline_expires_with_an_error_naming_the_deadline(
+    store: JobStore, clock: Clock
+) -> None:
     # Given a job with a 60 s queue deadline
     record = _job(store)
     assert record.deadline_ts == START + 60 and record.queue_timeout_s == 60
@@ -98,6 +99,7 @@ def test_a_start_racing_an_expiry_has_exactly_one_winner(store: JobStore) -> Non
     # Given many queued jobs
     jobs = [_job(store).id for _ in range(40)]
     results: dict[str, dict[str, bool]] = {job_id: {} for job_id in jobs}
+
     # When, for each, a worker start and an expiry run at the same moment
     def race(job_id: str, name: str) -> None:
         results[job_id][name] = store.mark_running(job_id) if name == "start" else store.mark_expired(job_id)
@@ -164,7 +166,8 @@ def test_a_message_celery_dropped_as_expired_expires_a_queued_job_and_resends_a_
 
 # -- the API over HTTP, no worker --------------------------------------------------------------------
 def test_the_api_sends_the_deadline_and_shows_the_job_expired_and_cancel_is_a_no_op(
-        launch_api: Any, api_env: dict[str, str], redis_client: redis.Redis) -> None:
+    launch_api: Any, api_env: dict[str, str], redis_client: redis.Redis
+) -> None:
     # Given an API with a 1 s queue timeout and no worker
     api: ApiServer = launch_api(api_env | {"ECHO_QUEUE_TIMEOUT_S": "1"})
     job = api.call("POST", "/v1/jobs", json={"text": "Hello there."}).json()
@@ -198,15 +201,17 @@ def test_a_queue_timeout_longer_than_the_retention_is_refused() -> None:
 
 # -- real processes: the API, then a worker ------------------------------------------------------
 def _submit(api: ApiProcess) -> dict[str, Any]:
-    answer = requests.post(f"{api.url}/v1/jobs", json={"text": "Hello there.", "seed": 3,
-                                                       "overrides": {"num_steps": 2}}, timeout=10)
+    answer = requests.post(
+        f"{api.url}/v1/jobs", json={"text": "Hello there.", "seed": 3, "overrides": {"num_steps": 2}}, timeout=10
+    )
     assert answer.status_code == 202, answer.text
     return dict(answer.json())
 
 
 @pytest.mark.slow
 def test_a_job_whose_deadline_passed_while_no_worker_ran_expires_when_one_starts(
-        service_env: dict, start_api: Any, start_worker: Any) -> None:
+    service_env: dict, start_api: Any, start_worker: Any
+) -> None:
     # Given a job submitted with a 2 s queue timeout while no worker runs, and the deadline passed
     api = start_api(service_env | {"ECHO_QUEUE_TIMEOUT_S": "2"})
     job = _submit(api)
@@ -223,16 +228,20 @@ def test_a_job_whose_deadline_passed_while_no_worker_ran_expires_when_one_starts
 
 
 @pytest.mark.slow
-def test_a_job_picked_up_before_its_deadline_renders_normally(service_env: dict, start_api: Any,
-                                                              start_worker: Any) -> None:
+def test_a_job_picked_up_before_its_deadline_renders_normally(
+    service_env: dict, start_api: Any, start_worker: Any
+) -> None:
     # Given a running worker and an API with a 2 s queue timeout
     start_worker(service_env)
     api = start_api(service_env | {"ECHO_QUEUE_TIMEOUT_S": "2"})
     # When a job is submitted and the worker takes it at once (it renders past the 2 s if it must)
     job = _submit(api)
     store = JobStore.from_url(service_env["ECHO_REDIS_URL"])
-    wait_for(lambda: store.get(job["id"]).status in contract.TERMINAL_STATES, timeout=120,  # type: ignore[union-attr]
-             what="the job to finish")
+    wait_for(
+        lambda: store.get(job["id"]).status in contract.TERMINAL_STATES,
+        timeout=120,  # type: ignore[union-attr]
+        what="the job to finish",
+    )
     # Then it succeeded
     record = store.get(job["id"])
     assert record is not None and record.status is JobState.SUCCEEDED, record.error if record else None
@@ -240,22 +249,31 @@ def test_a_job_picked_up_before_its_deadline_renders_normally(service_env: dict,
 
 @pytest.mark.slow
 def test_a_running_job_whose_worker_died_still_finishes_when_it_comes_back_after_the_deadline(
-        service_env: dict, start_api: Any, start_worker: Any) -> None:
+    service_env: dict, start_api: Any, start_worker: Any
+) -> None:
     # Given a 3 s queue timeout and a job a worker started in time (30 steps: the kill lands mid-render)
-    env = service_env | {"ECHO_TASK_SOFT_TIME_LIMIT_S": "40", "ECHO_TASK_TIME_LIMIT_S": "45",
-                         "ECHO_VISIBILITY_TIMEOUT_S": "50"}
+    env = service_env | {
+        "ECHO_TASK_SOFT_TIME_LIMIT_S": "40",
+        "ECHO_TASK_TIME_LIMIT_S": "45",
+        "ECHO_VISIBILITY_TIMEOUT_S": "50",
+    }
     api = start_api(env | {"ECHO_QUEUE_TIMEOUT_S": "3"})
     doomed = start_worker(env)
-    answer = requests.post(f"{api.url}/v1/jobs", json={"text": "Hello there.", "overrides": {"num_steps": 30}},
-                           timeout=10)
+    answer = requests.post(
+        f"{api.url}/v1/jobs", json={"text": "Hello there.", "overrides": {"num_steps": 30}}, timeout=10
+    )
     job_id = answer.json()["id"]
     store = JobStore.from_url(service_env["ECHO_REDIS_URL"])
     wait_for(lambda: store.get(job_id).progress.step >= 1, timeout=120, what="the first step")  # type: ignore[union-attr]
     # When its worker is SIGKILLed and the message comes back (visibility timeout 50 s) long past the deadline
     doomed.kill()
     worker = start_worker(env)
-    wait_for(lambda: store.get(job_id).status in contract.TERMINAL_STATES, timeout=180,  # type: ignore[union-attr]
-             what="the job to finish", interval=0.5)
+    wait_for(
+        lambda: store.get(job_id).status in contract.TERMINAL_STATES,
+        timeout=180,  # type: ignore[union-attr]
+        what="the job to finish",
+        interval=0.5,
+    )
     # Then Celery dropped the expired message, the job was sent again, and it succeeded on its second delivery
     record = store.get(job_id)
     assert record is not None and record.status is JobState.SUCCEEDED, record.error if record else None

@@ -96,8 +96,10 @@ def test_concurrent_creates_with_one_key_make_one_job(api_redis_url: str) -> Non
     stores = [JobStore.from_url(api_redis_url) for _ in range(8)]
     stores[0].r.flushdb()
     ids: list[str] = []
-    threads = [threading.Thread(target=lambda s=s: ids.append(s.create("a", REQUEST, idempotency_key="k")[0].id))
-               for s in stores]
+    threads = [
+        threading.Thread(target=lambda s=s: ids.append(s.create("a", REQUEST, idempotency_key="k")[0].id))
+        for s in stores
+    ]
     # When they all create
     for t in threads:
         t.start()

@@ -40,17 +40,25 @@ class FakePipeline:
     model_revision: str = "fake-rev"
     calls: list[tuple[list[str], list[int], SamplerConfig]] = field(default_factory=list)
 
-    def synthesize_batch(self, texts: Sequence[str], speakers: Sequence[Any], config: SamplerConfig,
-                         seeds: Sequence[int], *, progress: Callable[[int, int], None] | None = None,
-                         should_cancel: Callable[[], bool] | None = None) -> list[FakeResult]:
+    def synthesize_batch(
+        self,
+        texts: Sequence[str],
+        speakers: Sequence[Any],
+        config: SamplerConfig,
+        seeds: Sequence[int],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[FakeResult]:
         self.calls.append((list(texts), list(seeds), config))
         for step in range(1, config.num_steps + 1):
             if should_cancel and should_cancel():
                 raise Cancelled("stop")
             if progress:
                 progress(step, config.num_steps)
-        return [FakeResult(np.full(RATE // 10, (s % 100) / 200, np.float32), RATE, {"settings": {"n": 1}})
-                for s in seeds]
+        return [
+            FakeResult(np.full(RATE // 10, (s % 100) / 200, np.float32), RATE, {"settings": {"n": 1}}) for s in seeds
+        ]
 
 
 def _request(text: str = "One sentence.", **changes: Any) -> SynthesisRequest:

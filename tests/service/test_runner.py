@@ -44,8 +44,16 @@ class FakePipeline:
         self.encoded += 1
         return SpeakerLatents(torch.zeros(1, 4, 80), torch.ones(1, 4, dtype=torch.bool))
 
-    def synthesize_batch(self, texts: Sequence[str], speakers: Sequence[Any], config: Any, seeds: Sequence[int], *,
-                         progress: Any = None, should_cancel: Any = None) -> list[Any]:
+    def synthesize_batch(
+        self,
+        texts: Sequence[str],
+        speakers: Sequence[Any],
+        config: Any,
+        seeds: Sequence[int],
+        *,
+        progress: Any = None,
+        should_cancel: Any = None,
+    ) -> list[Any]:
         from echo_tts.errors import Cancelled
         from echo_tts.pipeline import SynthesisResult
 
@@ -55,8 +63,12 @@ class FakePipeline:
             if should_cancel():
                 raise Cancelled("stop")
             progress(step, config.num_steps)
-        return [SynthesisResult(np.random.default_rng(s).uniform(-0.5, 0.5, 4410).astype(np.float32), 44100,
-                                {"settings": {}}) for s in seeds]
+        return [
+            SynthesisResult(
+                np.random.default_rng(s).uniform(-0.5, 0.5, 4410).astype(np.float32), 44100, {"settings": {}}
+            )
+            for s in seeds
+        ]
 
 
 @pytest.fixture
@@ -154,8 +166,9 @@ def test_a_stored_voice_is_encoded_once_and_then_only_loaded(engine: Engine) -> 
         ({"format": "ogg"}, None, ErrorCode.INVALID_INPUT),
     ],
 )
-def test_bad_input_fails_the_job_at_once_with_a_code(engine: Engine, changes: dict, setup: bytes | None,
-                                                     code: ErrorCode) -> None:
+def test_bad_input_fails_the_job_at_once_with_a_code(
+    engine: Engine, changes: dict, setup: bytes | None, code: ErrorCode
+) -> None:
     # Given a job whose input cannot work
     if setup is not None:
         engine.storage.put_bytes("uploads/x/speaker.wav", setup, content_type="audio/wav")

@@ -61,8 +61,11 @@ def test_a_voice_becomes_ready_or_failed_and_can_be_deleted(voices: VoiceStore) 
     # Then their records say so
     ready, failed = voices.get(good.id), voices.get(bad.id)
     assert ready is not None and ready.status is VoiceState.READY and ready.info == {"duration_s": 3.0}
-    assert failed is not None and failed.status is VoiceState.FAILED and failed.error == {
-        "code": "invalid_audio", "message": "not audio"}
+    assert (
+        failed is not None
+        and failed.status is VoiceState.FAILED
+        and failed.error == {"code": "invalid_audio", "message": "not audio"}
+    )
     # And a deleted voice is gone and cannot be resurrected by a late worker
     assert voices.delete(good.id) and not voices.delete(good.id)
     assert not voices.mark_ready(good.id, "k") and voices.get(good.id) is None

@@ -58,8 +58,9 @@ def test_a_missing_or_malformed_setting_is_refused_naming_it(env: dict[str, str]
 
 def test_celery_is_configured_for_long_gpu_tasks() -> None:
     # Given settings with a 50 s hard limit and a 60 s visibility timeout
-    settings = WorkerSettings.from_env(BASE | {"ECHO_TASK_SOFT_TIME_LIMIT_S": "40", "ECHO_TASK_TIME_LIMIT_S": "50",
-                                               "ECHO_VISIBILITY_TIMEOUT_S": "60"})
+    settings = WorkerSettings.from_env(
+        BASE | {"ECHO_TASK_SOFT_TIME_LIMIT_S": "40", "ECHO_TASK_TIME_LIMIT_S": "50", "ECHO_VISIBILITY_TIMEOUT_S": "60"}
+    )
     # When the Celery configuration is built
     conf = celery_config(settings)
     # Then late acks, one prefetched task, JSON only, and the limits are in place

@@ -22,8 +22,7 @@ def _job(store: JobStore, **changes: object) -> SynthesisRequest:
     record, _ = store.create("local", {})
     values: dict = {"job_id": record.id, "text": "Hello from the worker.", "seed": 5, "overrides": FAST} | changes
     request = SynthesisRequest(**values)
-    submit_task(_url(store), contract.SYNTHESIZE, request.to_dict(),
-                task_id=request.job_id)
+    submit_task(_url(store), contract.SYNTHESIZE, request.to_dict(), task_id=request.job_id)
     return request
 
 
@@ -51,8 +50,15 @@ def test_a_malformed_setting_stops_the_worker_naming_it(redis_url: str) -> None:
 
 def test_a_worker_whose_model_cannot_load_exits_non_zero(redis_url: str, tmp_path: object) -> None:
     # Given a model directory without weights
-    env = process_env({"ECHO_REDIS_URL": redis_url, "ECHO_STORAGE_DIR": str(tmp_path), "ECHO_DEVICE": "cpu",
-                       "ECHO_MODEL_REPO": str(tmp_path), "ECHO_AE_REPO": str(tmp_path)})
+    env = process_env(
+        {
+            "ECHO_REDIS_URL": redis_url,
+            "ECHO_STORAGE_DIR": str(tmp_path),
+            "ECHO_DEVICE": "cpu",
+            "ECHO_MODEL_REPO": str(tmp_path),
+            "ECHO_AE_REPO": str(tmp_path),
+        }
+    )
     # When the worker starts, Then it exits non-zero (so an orchestrator restarts it) naming the problem
     done = subprocess.run([PYTHON, "-m", "worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "failed to load" in done.stdout + done.stderr

@@ -148,7 +148,7 @@ def _build_info(out: Exposition, s: Services) -> None:
 
 
 def _queues(out: Exposition, s: Services) -> None:
-    depths, unacked = s.store.queue_depths(contract.QUEUES)
+    depths, unacked = s.store.queue_depths(contract.ALL_QUEUES)
     out.family(
         "echo_queue_depth",
         "gauge",
@@ -180,7 +180,7 @@ def _workers(out: Exposition, s: Services) -> None:
         "echo_workers_live_by_queue",
         "gauge",
         "Live workers consuming a queue",
-        [({"queue": q}, per_queue.get(q, 0)) for q in contract.QUEUES],
+        [({"queue": q}, per_queue.get(q, 0)) for q in contract.ALL_QUEUES],
     )
 
 

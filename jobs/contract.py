@@ -25,9 +25,16 @@ __all__ = ["ErrorCode"]  # re-exported: the contract names the codes, jobs.error
 # --- task and queue names (strings defined once) -------------------------------------------
 SYNTHESIZE = "echo.synthesize"  # kwargs: SynthesisRequest.to_dict()
 ENCODE_VOICE = "echo.encode_voice"  # kwargs: {"voice_id": str, "reference_key": str | None}
+# Audiobooks (jobs/books.py): planned and assembled on the CPU, their segment groups rendered on the GPU.
+BOOK_PLAN = "echo.book.plan"  # kwargs: {"book_id": str}
+BOOK_RENDER_GROUP = "echo.book.render_group"  # kwargs: {"book_id": str, "segments": [int, ...]}
+BOOK_ASSEMBLE_CHAPTER = "echo.book.assemble_chapter"  # kwargs: {"book_id": str, "chapter": int}
+BOOK_ASSEMBLE = "echo.book.assemble"  # kwargs: {"book_id": str}
 QUEUE_INTERACTIVE = "tts"  # short interactive jobs; never waits behind a book
-QUEUE_BULK = "tts-bulk"  # audiobook segments and other bulk work
-QUEUES = (QUEUE_INTERACTIVE, QUEUE_BULK)
+QUEUE_BULK = "tts-bulk"  # audiobook segment groups and other bulk work
+QUEUE_ASSEMBLY = "tts-assembly"  # CPU work of books: planning, chapter and M4B assembly (no model)
+QUEUES = (QUEUE_INTERACTIVE, QUEUE_BULK)  # what a GPU worker consumes by default
+ALL_QUEUES = (*QUEUES, QUEUE_ASSEMBLY)
 
 # A task re-delivered more often than this (worker killed each time) fails the job instead of
 # looping forever (celery's task_reject_on_worker_lost "can cause message loops").
@@ -269,6 +276,46 @@ def segment_digest(*, model_revision: str, voice: str, settings: dict[str, Any],
     """sha256 over everything that decides a segment's samples (normalised text included)."""
     payload = {"model": model_revision, "voice": voice, "settings": settings, "seed": seed, "text": text}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def book_prefix(book_id: str) -> str:
+    """``books/{id}/``: everything stored for a book (deleted with it)."""
+    return f"books/{book_id}/"
+
+
+def book_source_key(book_id: str, extension: str) -> str:
+    """``books/{id}/source.{ext}``: the book file as uploaded (or the JSON chapters as sent)."""
+    return f"books/{book_id}/source.{extension.lstrip('.')}"
+
+
+def book_content_key(book_id: str) -> str:
+    """``books/{id}/book.json``: the parsed book (title, author, chapters of paragraphs)."""
+    return f"books/{book_id}/book.json"
+
+
+def book_cover_key(book_id: str) -> str:
+    """``books/{id}/cover``: the cover image bytes (its media type is in book.json)."""
+    return f"books/{book_id}/cover"
+
+
+def book_plan_key(book_id: str) -> str:
+    """``books/{id}/plan.json``: the segments the book was split into (text, seed, chapter, pause)."""
+    return f"books/{book_id}/plan.json"
+
+
+def book_chapter_master_key(book_id: str, chapter: int) -> str:
+    """``books/{id}/chapters/{nn}.master.flac``: the assembled, normalised chapter (the M4B's source)."""
+    return f"books/{book_id}/chapters/{chapter:03d}.master.flac"
+
+
+def book_chapter_key(book_id: str, chapter: int, fmt: str) -> str:
+    """``books/{id}/chapters/{nn}.{ext}``: the chapter file in the book's format."""
+    return f"books/{book_id}/chapters/{chapter:03d}.{OUTPUT_FORMATS[fmt].extension}"
+
+
+def book_m4b_key(book_id: str) -> str:
+    """``books/{id}/book.m4b``: the whole book, AAC in MP4 with chapter markers."""
+    return f"books/{book_id}/book.m4b"
 
 
 # --- the broker's own keys (kombu's Redis transport), read for queue depths -------------------

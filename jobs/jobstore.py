@@ -33,46 +33,10 @@ from jobs.contract import (
     heartbeat_key,
 )
 from jobs.errors import ServiceError
+from jobs.record_scripts import CREATE_RECORD, TRANSITION_RECORD
 from jobs.records import fingerprint, iso, loads, new_id, opt_float
 from jobs.settings import DEFAULT_JOB_TTL_S
 
-# KEYS: idem key or "", job key, owner index, state counts.
-# ARGV: fingerprint, job id, ttl, score, then field/value pairs.
-_CREATE = """
-if KEYS[1] ~= '' then
-  local prior = redis.call('GET', KEYS[1])
-  if prior then
-    local sep = string.find(prior, ' ', 1, true)
-    local fp, id = string.sub(prior, 1, sep - 1), string.sub(prior, sep + 1)
-    if fp ~= ARGV[1] then return {'conflict', id} end
-    return {'existing', id}
-  end
-  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
-end
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('HINCRBY', KEYS[4], 'queued', 1)
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
--- the owner index outlives its records (which expire ttl after their last change) and sheds old ids
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[4]) - 2 * tonumber(ARGV[3]))
-redis.call('EXPIRE', KEYS[3], 2 * tonumber(ARGV[3]))
-return {'created', ARGV[2]}
-"""
-# KEYS: job key, state counts. ARGV: comma-separated allowed states, "1" to refuse when cancel was
-# requested, ttl, new state, pairs. The counts move with the state, in the same atomic step.
-_TRANSITION = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 0 end
-if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return 0 end
-if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[4], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-if status ~= ARGV[4] then
-  redis.call('HINCRBY', KEYS[2], status, -1)
-  redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
-end
-return 1
-"""
 # ARGV: fraction, step, total_steps, segments_done, segments_total. Refuses to move backwards.
 _PROGRESS = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
@@ -184,8 +148,8 @@ class JobStore:
     ) -> None:
         self.r: Any = client  # redis-py's stubs ignore decode_responses: values are str here
         self.prefix, self.ttl, self.clock = prefix, int(job_ttl_s), clock
-        self._create = client.register_script(_CREATE)
-        self._transition = client.register_script(_TRANSITION)
+        self._create = client.register_script(CREATE_RECORD)
+        self._transition = client.register_script(TRANSITION_RECORD)
         self._progress = client.register_script(_PROGRESS)
 
     @classmethod

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
-from jobs.contract import ENCODE_VOICE, QUEUE_INTERACTIVE, QUEUES, SYNTHESIZE
+from jobs.contract import ALL_QUEUES, ENCODE_VOICE, QUEUE_INTERACTIVE, SYNTHESIZE
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_ignore_result": True,  # our own job records are the source of truth
         "task_track_started": False,
         "task_default_queue": QUEUE_INTERACTIVE,
-        "task_queues": tuple(Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES),
+        "task_queues": tuple(Queue(q, Exchange(q, type="direct"), routing_key=q) for q in ALL_QUEUES),
         "task_routes": {SYNTHESIZE: {"queue": QUEUE_INTERACTIVE}, ENCODE_VOICE: {"queue": QUEUE_INTERACTIVE}},
         "task_soft_time_limit": settings.soft_time_limit_s,  # enforced by Celery on prefork only; the
         "task_time_limit": settings.time_limit_s,  # render loop enforces the soft limit on solo itself

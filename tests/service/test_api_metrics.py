@@ -60,12 +60,13 @@ def test_metrics_need_no_key_and_parse_as_prometheus_text(api: ApiServer) -> Non
     # Given an API with keys configured
     # When /metrics is fetched without one
     samples = scrape(api)
-    # Then it parses, and reports Redis up, the build, both queues and every job state (live or finished)
+    # Then it parses, and reports Redis up, the build, the three queues and every job state (live or finished)
     assert value(samples, "echo_redis_up") == 1
     assert any(name == "echo_build_info" for name, _ in samples)
     assert {labels for name, labels in samples if name == "echo_queue_depth"} == {
         frozenset({("queue", "tts")}),
         frozenset({("queue", "tts-bulk")}),
+        frozenset({("queue", "tts-assembly")}),
     }
     states = {dict(labels)["state"] for name, labels in samples if name == "echo_jobs"}
     finished = {dict(labels)["state"] for name, labels in samples if name == "echo_jobs_finished_total"}

@@ -9,6 +9,8 @@ from jobs.contract import VoiceState
 from jobs.voicestore import OPERATOR_OWNER, VoiceStore
 
 
+pytest_plugins = ["api_fixtures"]
+
 @pytest.fixture
 def voices(redis_client: redis.Redis) -> VoiceStore:
     return VoiceStore(redis_client)

@@ -8,31 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 
 from echo_tts.errors import InvalidAudio, InvalidInput
+from jobs.books import DEFAULT_PAUSES_S, PAUSE_BOUNDS_S, SegmentEnd
 
 __all__ = ["JoinedChapter", "PauseSettings", "Segment", "SegmentEnd", "join_chapter"]
-
-
-class SegmentEnd(StrEnum):
-    """Where a segment ends in the text, which sets the pause after it."""
-
-    CLAUSE = "clause"  # a long sentence cut at a clause boundary: a short breath
-    SENTENCE = "sentence"
-    PARAGRAPH = "paragraph"
-
-
-# (low, high) seconds allowed for each PauseSettings field: long enough for any narration
-# style, short enough that a typo (e.g. 80 instead of 0.8) fails loudly.
-PAUSE_BOUNDS_S: dict[str, tuple[float, float]] = {
-    "clause_s": (0.0, 2.0),
-    "sentence_s": (0.0, 3.0),
-    "paragraph_s": (0.0, 5.0),
-    "chapter_s": (0.0, 10.0),
-}
 
 
 @dataclass(frozen=True)
@@ -44,10 +26,10 @@ class PauseSettings:
     :class:`InvalidInput` naming the field and its range (:data:`PAUSE_BOUNDS_S`).
     """
 
-    sentence_s: float = 0.35
-    paragraph_s: float = 0.8
-    chapter_s: float = 2.0
-    clause_s: float = 0.15
+    sentence_s: float = DEFAULT_PAUSES_S["sentence_s"]
+    paragraph_s: float = DEFAULT_PAUSES_S["paragraph_s"]
+    chapter_s: float = DEFAULT_PAUSES_S["chapter_s"]
+    clause_s: float = DEFAULT_PAUSES_S["clause_s"]
 
     def __post_init__(self) -> None:
         for name, (low, high) in PAUSE_BOUNDS_S.items():

@@ -20,10 +20,14 @@ install: $(STAMP)
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
+# The lint gate (part of `make test`, so CI runs it): ruff's rules and formatting over the tree, and
+# mypy --strict over the service packages (settings in pyproject.toml).
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy jobs api worker
 
-test: install redis-server
+test: install redis-server lint
 	$(PY) -m pytest
 
 # `make dev`: the whole service on this machine without Docker (redis-server, one worker on this

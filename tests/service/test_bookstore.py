@@ -9,8 +9,8 @@ from jobs.books import BookRequest, PlannedSegment, SegmentEnd, group_segments, 
 from jobs.bookstore import BookStore
 from jobs.contract import ContractError, JobState
 
-
 pytest_plugins = ["api_fixtures"]
+
 
 @pytest.fixture
 def books(redis_client: redis.Redis) -> BookStore:

@@ -8,8 +8,8 @@ import redis
 from jobs.contract import VoiceState
 from jobs.voicestore import OPERATOR_OWNER, VoiceStore
 
-
 pytest_plugins = ["api_fixtures"]
+
 
 @pytest.fixture
 def voices(redis_client: redis.Redis) -> VoiceStore:

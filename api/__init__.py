@@ -19,13 +19,15 @@ log = logging.getLogger(__name__)
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. ``test_config`` may hold ``SETTINGS`` (an ApiSettings), ``ENV`` (a mapping read
-    instead of os.environ), ``STORE``/``VOICES``/``STORAGE``/``QUEUE`` (clients to use), plus Flask config keys.
+    instead of os.environ), ``STORE``/``VOICES``/``BOOKS``/``STORAGE``/``QUEUE`` (clients to use), plus
+    Flask config keys.
     A missing or malformed setting raises ``api.settings.SettingsError`` naming it."""
-    from api import errors, routes_jobs, routes_meta, routes_metrics, routes_openai, routes_voices
+    from api import errors, routes_books, routes_jobs, routes_meta, routes_metrics, routes_openai, routes_voices
     from api.queue import CeleryQueue
     from api.services import Services
     from api.settings import ApiSettings
     from api.voices_service import register_operator_voices
+    from jobs.bookstore import BookStore
     from jobs.jobstore import JobStore
     from jobs.request_counts import RequestCounts
     from jobs.storage import open_storage
@@ -40,6 +42,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         settings=settings,
         store=config.pop("STORE", None) or JobStore(client, job_ttl_s=settings.job_ttl_s),
         voices=config.pop("VOICES", None) or VoiceStore(client),
+        books=config.pop("BOOKS", None) or BookStore(client, ttl_s=settings.book_ttl_s),
         request_counts=RequestCounts(client),
         storage=config.pop("STORAGE", None) or open_storage(settings.storage),
         queue=config.pop("QUEUE", None) or CeleryQueue(settings.redis_url),
@@ -54,7 +57,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["echo"] = s
     errors.register_error_handlers(app)
-    for bp in (routes_jobs.bp, routes_voices.bp, routes_meta.bp, routes_openai.bp, routes_metrics.bp):
+    for bp in (routes_jobs.bp, routes_books.bp, routes_voices.bp, routes_meta.bp, routes_openai.bp, routes_metrics.bp):
         app.register_blueprint(bp)
     # the API writes at start only to register operator voices: then it, like the worker, makes
     # the bucket when missing (the stack may start the API before any worker has run)

@@ -14,6 +14,7 @@ class TaskQueue(Protocol):
     def send_synthesis(self, request: contract.SynthesisRequest, *, expires: float | None = None) -> None: ...
     def send_encode_voice(self, voice_id: str, reference_key: str) -> None: ...
     def revoke(self, task_id: str) -> None: ...
+    def send_book_plan(self, book_id: str) -> None: ...
 
 
 class CeleryQueue:
@@ -38,10 +39,19 @@ class CeleryQueue:
     def send_encode_voice(self, voice_id: str, reference_key: str) -> None:
         self._send(contract.ENCODE_VOICE, {"voice_id": voice_id, "reference_key": reference_key})
 
+    def send_book_plan(self, book_id: str) -> None:
+        """A book is planned on the CPU queue; its segment groups go to the bulk queue from there."""
+        self._send(contract.BOOK_PLAN, {"book_id": book_id}, queue=contract.QUEUE_ASSEMBLY)
+
     def _send(
-        self, name: str, kwargs: dict[str, Any], task_id: str | None = None, expires: datetime | None = None
+        self,
+        name: str,
+        kwargs: dict[str, Any],
+        task_id: str | None = None,
+        expires: datetime | None = None,
+        queue: str = contract.QUEUE_INTERACTIVE,
     ) -> None:
-        self.celery.send_task(name, kwargs=kwargs, queue=contract.QUEUE_INTERACTIVE, task_id=task_id, expires=expires)
+        self.celery.send_task(name, kwargs=kwargs, queue=queue, task_id=task_id, expires=expires)
 
     def revoke(self, task_id: str) -> None:
         """Tell the workers to drop the message (our store already says canceled; this saves a pickup)."""
@@ -65,3 +75,6 @@ class RecordingQueue:
 
     def revoke(self, task_id: str) -> None:
         self.revoked.append(task_id)
+
+    def send_book_plan(self, book_id: str) -> None:
+        self.sent.append((contract.BOOK_PLAN, {"book_id": book_id}))

@@ -8,6 +8,7 @@ from flask import current_app
 
 from api.queue import TaskQueue
 from api.settings import ApiSettings
+from jobs.bookstore import BookStore
 from jobs.jobstore import JobStore
 from jobs.request_counts import RequestCounts
 from jobs.storage import Storage
@@ -19,6 +20,7 @@ class Services:
     settings: ApiSettings
     store: JobStore
     voices: VoiceStore
+    books: BookStore
     request_counts: RequestCounts
     storage: Storage
     queue: TaskQueue

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.settings import (
+    DEFAULT_BOOK_TTL_S,
     DEFAULT_JOB_TTL_S,
     MiB,
     SettingsError,
@@ -21,6 +22,7 @@ from jobs.settings import (
     get,
     positive,
     positive_int,
+    read_book_ttl_s,
     read_job_ttl_s,
     read_redis_url,
 )
@@ -71,6 +73,8 @@ class ApiSettings:
     max_metadata_bytes: int = 4096
     job_ttl_s: int = DEFAULT_JOB_TTL_S  # record retention; the worker reads the same ECHO_JOB_TTL_S
     queue_timeout_s: float = 3600.0  # a job still queued this long after submission expires unrendered
+    book_ttl_s: int = DEFAULT_BOOK_TTL_S  # audiobook record retention; the workers read the same setting
+    max_book_chars: int = 2_000_000  # characters of text in one book (about 35 hours of speech)
     speech_timeout_s: float = 120.0  # how long POST /v1/audio/speech waits for its job before 504
 
     @classmethod
@@ -93,4 +97,6 @@ class ApiSettings:
             job_ttl_s=ttl,
             queue_timeout_s=_queue_timeout(e, ttl),
             speech_timeout_s=positive(e, "ECHO_SPEECH_TIMEOUT_S", cls.speech_timeout_s),
+            book_ttl_s=read_book_ttl_s(e),
+            max_book_chars=positive_int(e, "ECHO_MAX_BOOK_CHARS", cls.max_book_chars),
         )

@@ -27,8 +27,7 @@ from jobs.errors import ErrorCode
 from jobs.jobstore import IdempotencyConflict, JobStoreError
 from jobs.record_scripts import CREATE_RECORD, TRANSITION_RECORD
 from jobs.records import fingerprint, iso, loads, new_id, opt_float
-
-DEFAULT_BOOK_TTL_S = 7 * 86_400  # a book's record and progress live this long after its last change
+from jobs.settings import DEFAULT_BOOK_TTL_S
 
 # KEYS: book, segments, chapter_done. ARGV: segment index, chapter, how (rendered|cached), cache digest,
 # render seconds, ttl. Returns {1 if newly counted else 0, segments of the chapter done}.

@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     READ_ONLY_VOICE = "read_only_voice"  # 403: operator voices cannot be deleted through the API
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    CONFLICT = "conflict"  # 409: the object's state does not allow this (e.g. retrying a running book)
     NOT_READY = "not_ready"  # 409: audio of a job that has not succeeded
     AUDIO_GONE = "audio_gone"  # 410: the result expired from storage
     PAYLOAD_TOO_LARGE = "payload_too_large"

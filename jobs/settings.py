@@ -102,6 +102,7 @@ def choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, 
 
 
 DEFAULT_JOB_TTL_S = 86_400  # result retention: a job record lives this long after its last change
+DEFAULT_BOOK_TTL_S = 7 * 86_400  # a book's record lives this long after its last change
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -113,6 +114,11 @@ def read_redis_url(env: Mapping[str, str]) -> str:
 def read_job_ttl_s(env: Mapping[str, str]) -> int:
     """ECHO_JOB_TTL_S: how long job records (and their idempotency keys) are kept; API and worker agree."""
     return positive_int(env, "ECHO_JOB_TTL_S", DEFAULT_JOB_TTL_S)
+
+
+def read_book_ttl_s(env: Mapping[str, str]) -> int:
+    """ECHO_BOOK_TTL_S: how long audiobook records (and their progress counters) are kept."""
+    return positive_int(env, "ECHO_BOOK_TTL_S", DEFAULT_BOOK_TTL_S)
 
 
 @dataclass(frozen=True)

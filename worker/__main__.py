@@ -1,8 +1,11 @@
-"""``python -m worker [--queues tts,tts-bulk] [--loglevel INFO] [--hostname NAME]``
+"""``python -m worker [--role render|assemble] [--queues tts,tts-bulk] [--loglevel INFO] [--hostname NAME]``
 
-Starts one Celery worker process (``--pool=solo --concurrency=1``): run one per GPU, e.g. with
-``CUDA_VISIBLE_DEVICES=N`` per process. Settings come from the environment (``worker.settings``);
-a missing or malformed one stops the process with a message naming it (exit status 2).
+Starts one Celery worker process (``--pool=solo --concurrency=1``). Role ``render`` (the default)
+loads the model and serves the tts and tts-bulk queues: run one per GPU, e.g. with
+``CUDA_VISIBLE_DEVICES=N`` per process. Role ``assemble`` loads no model and serves tts-assembly:
+it plans audiobooks and assembles their chapters and M4B on the CPU. Settings come from the
+environment (``worker.settings``); a missing or malformed one stops the process with a message
+naming it (exit status 2).
 """
 
 from __future__ import annotations
@@ -16,7 +19,17 @@ from worker.settings import SettingsError, WorkerSettings
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__.split("\n\n")[1])
-    parser.add_argument("--queues", "-Q", help="comma-separated queues (default: ECHO_WORKER_QUEUES or tts,tts-bulk)")
+    parser.add_argument(
+        "--role",
+        choices=("render", "assemble"),
+        help="render (default: ECHO_WORKER_ROLE or render) loads the model; assemble does books' CPU work without it",
+    )
+    parser.add_argument(
+        "--queues",
+        "-Q",
+        help="comma-separated queues (default: ECHO_WORKER_QUEUES, else "
+        "tts,tts-bulk for render and tts-assembly for assemble)",
+    )
     parser.add_argument("--loglevel", "-l", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--hostname", "-n", default=None, help="worker name (default: echo-PID@HOST)")
     return parser.parse_args(argv)
@@ -25,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = WorkerSettings.from_env()
+        settings = WorkerSettings.from_env(role=args.role)
     except SettingsError as exc:
         print(f"python -m worker: bad setting: {exc}", file=sys.stderr)
         return 2

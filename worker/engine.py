@@ -1,4 +1,6 @@
-"""The per-process engine: the loaded pipeline, storage, the job store and a latents cache.
+"""The per-process engine: the loaded pipeline, storage, the job, voice and book stores, a latents cache.
+
+A worker in the ``assemble`` role (books' CPU work) has the same engine without a pipeline.
 
 Built once per worker process by :func:`init_engine` from Celery's ``worker_process_init``
 (never at import, never before a fork: CUDA is first touched here), then reached by tasks
@@ -13,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs.bookstore import BookStore
 from jobs.jobstore import JobStore
 from jobs.storage import Storage, open_storage
 from jobs.voicestore import VoiceStore
@@ -58,6 +61,7 @@ class Engine:
     jobs: JobStore
     device: str = "cpu"
     voices: VoiceStore = field(init=False)  # on the job store's Redis connection
+    books: BookStore = field(init=False)
     latents: LatentsCache = field(default_factory=lambda: LatentsCache(8))
     busy_job: str | None = None
     load_s: float = 0.0
@@ -65,6 +69,9 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.voices = VoiceStore(self.jobs.r, prefix=self.jobs.prefix, clock=self.jobs.clock)
+        self.books = BookStore(
+            self.jobs.r, prefix=self.jobs.prefix, ttl_s=self.settings.book_ttl_s, clock=self.jobs.clock
+        )
 
     @property
     def model_revision(self) -> str:
@@ -77,6 +84,7 @@ class Engine:
             "device": self.device,
             "busy_job": self.busy_job,
             "queues": list(self.settings.queues),
+            "role": self.settings.role,
             "load_s": round(self.load_s, 3),
         }
 
@@ -100,14 +108,18 @@ def warm_up(pipeline: Any) -> None:
 
 
 def load_engine(settings: WorkerSettings) -> Engine:
-    """Load the pipeline on the configured device, open storage (bucket created when missing)."""
-    from echo_tts.pipeline import Pipeline
-
+    """Load the pipeline on the configured device, open storage (bucket created when missing). The
+    ``assemble`` role loads no model: its engine has ``pipeline=None`` and runs on the CPU."""
     started = time.monotonic()
-    device = resolve_device(settings.device)
     storage = open_storage(settings.storage)
     storage.ensure_bucket()
     jobs = JobStore.from_url(settings.redis_url, job_ttl_s=settings.job_ttl_s)
+    if settings.role == "assemble":
+        log.info("engine ready without a model (role assemble)")
+        return Engine(settings, None, storage, jobs, load_s=time.monotonic() - started)
+    from echo_tts.pipeline import Pipeline
+
+    device = resolve_device(settings.device)
     pipeline = Pipeline.from_pretrained(
         settings.model_repo,
         settings.ae_repo,

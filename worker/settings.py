@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from echo_tts.config import DEFAULT_AE_REPO, DEFAULT_MODEL_REPO, DEFAULT_PAUSE_S
-from jobs.contract import QUEUES
+from jobs.contract import QUEUE_ASSEMBLY, QUEUES
 from jobs.settings import (
+    DEFAULT_BOOK_TTL_S,
     DEFAULT_JOB_TTL_S,
     SettingsError,
     StorageSettings,
@@ -23,6 +24,7 @@ from jobs.settings import (
     parsed,
     positive,
     positive_int,
+    read_book_ttl_s,
     read_job_ttl_s,
     read_redis_url,
 )
@@ -31,6 +33,10 @@ __all__ = ["MAX_PIECE_BYTES", "SettingsError", "WorkerSettings"]
 
 DTYPES = ("float32", "bfloat16")  # what echo_tts.dtypes.as_dtype takes
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
+# "render": loads the model, renders jobs and book segment groups (the GPU worker). "assemble": no model,
+# plans books and assembles chapters and the M4B on the CPU (its own queue, never the GPU's time).
+ROLES = ("render", "assemble")
+DEFAULT_QUEUES = {"render": QUEUES, "assemble": (QUEUE_ASSEMBLY,)}
 MAX_PIECE_BYTES = 762  # one generation: 768 tokens - BOS - "[S1] " (echo_tts.text.DEFAULT_SPLIT_BYTES)
 
 
@@ -51,6 +57,7 @@ class WorkerSettings:
 
     redis_url: str
     storage: StorageSettings
+    role: str = "render"
     model_repo: str = DEFAULT_MODEL_REPO
     ae_repo: str = DEFAULT_AE_REPO
     device: str = "auto"
@@ -72,10 +79,13 @@ class WorkerSettings:
     latents_cache_size: int = 8
     warmup: bool = True
     storage_retries: int = 5
+    book_group_size: int = 4  # book segments rendered as one batched sampler call
+    book_ttl_s: int = DEFAULT_BOOK_TTL_S
     restore_interval_s: float = 10.0  # how often a worker re-queues deliveries older than the visibility timeout
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, role: str | None = None) -> WorkerSettings:
+        """Read every setting; ``role`` (from ``--role``) wins over ECHO_WORKER_ROLE."""
         e = environ(env)
         soft = positive(e, "ECHO_TASK_SOFT_TIME_LIMIT_S", 600.0)
         hard = positive(e, "ECHO_TASK_TIME_LIMIT_S", max(660.0, soft + 30))
@@ -87,7 +97,9 @@ class WorkerSettings:
         device = get(e, "ECHO_DEVICE", "auto") or "auto"
         if not device.startswith(DEVICE_PREFIXES):
             raise SettingsError(f"ECHO_DEVICE={device!r} must be auto, cpu, cuda, cuda:N or mps")
+        role = choice({**e, "ECHO_WORKER_ROLE": role} if role else e, "ECHO_WORKER_ROLE", "render", ROLES)
         return cls(
+            role=role,
             redis_url=read_redis_url(e),
             storage=StorageSettings.from_env(e),
             model_repo=get(e, "ECHO_MODEL_REPO", cls.model_repo) or cls.model_repo,
@@ -96,7 +108,9 @@ class WorkerSettings:
             dtype=choice(e, "ECHO_DTYPE", "bfloat16", DTYPES),
             ae_dtype=choice(e, "ECHO_AE_DTYPE", "float32", DTYPES),
             hf_token=get(e, "HF_TOKEN"),
-            queues=parsed(e, "ECHO_WORKER_QUEUES", QUEUES, _queues, "a comma-separated list of queue names"),
+            queues=parsed(
+                e, "ECHO_WORKER_QUEUES", DEFAULT_QUEUES[role], _queues, "a comma-separated list of queue names"
+            ),
             soft_time_limit_s=soft,
             time_limit_s=hard,
             visibility_timeout_s=visibility,
@@ -107,5 +121,7 @@ class WorkerSettings:
             latents_cache_size=positive_int(e, "ECHO_LATENTS_CACHE_SIZE", 8),
             warmup=boolean(e, "ECHO_WARMUP", True),
             storage_retries=positive_int(e, "ECHO_STORAGE_RETRIES", 5),
+            book_group_size=bounded_int(e, "ECHO_BOOK_GROUP_SIZE", 4, low=1, high=64),
+            book_ttl_s=read_book_ttl_s(e),
             restore_interval_s=positive(e, "ECHO_UNACKED_RESTORE_INTERVAL_S", 10.0),
         )

@@ -21,6 +21,7 @@ from jobs.contract import ENCODE_VOICE, QUEUE_INTERACTIVE, SYNTHESIZE, ErrorCode
 from jobs.storage import TransientStorageError
 from worker.settings import WorkerSettings
 
+from .book_tasks import register_book_tasks
 from .engine import get_engine
 from .runner import expire_delivery, fail_unexpected, run_synthesis
 from .voices import encode_voice
@@ -69,6 +70,8 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
         except Exception as exc:
             fail_unexpected(engine, job_id, exc)
             raise
+
+    register_book_tasks(app, settings, retry, TRANSIENT)
 
     @app.task(name=ENCODE_VOICE, bind=True, **retry)
     def encode_voice_task(self: Task, voice_id: str, reference_key: str | None = None) -> dict[str, Any]:

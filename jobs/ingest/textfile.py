@@ -82,6 +82,12 @@ def blocks(text: str) -> list[list[str]]:
     return found
 
 
+def paragraphs_of(text: str) -> list[str]:
+    """A chapter's text as paragraphs: blocks separated by blank lines, whitespace collapsed."""
+    found = (clean_paragraph(" ".join(block)) for block in blocks(text.replace("\r\n", "\n")))
+    return [p for p in found if p]
+
+
 @dataclass
 class Section:
     """A stretch of a text book under one heading; ``heading`` is the heading line as spoken (or None)."""

@@ -6,9 +6,9 @@ import io
 import zipfile
 
 import pytest
+from book_files import epub, lighthouse_epub3, opf3, simple_epub, xhtml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ingest_builders import epub, lighthouse_epub3, opf3, simple_epub, xhtml
 
 from jobs.errors import ErrorCode
 from jobs.ingest import BookRejected, IngestLimits, read_book

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ingest_builders import lighthouse_epub3
+from book_files import lighthouse_epub3
 
 from jobs.errors import ErrorCode
 from jobs.ingest import Book, Chapter, Cover, InvalidChapterSelection, detect_format, read_book

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest_builders import COVER_JPEG, epub, lighthouse_epub3, old_tales_epub2, opf3, simple_epub, xhtml
+from book_files import COVER_JPEG, epub, lighthouse_epub3, old_tales_epub2, opf3, simple_epub, xhtml
 
 from jobs.ingest import Cover, read_book
 

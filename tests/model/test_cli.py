@@ -25,8 +25,17 @@ def echo_tts(*args: str | Path, checkpoint: Path | None = None) -> subprocess.Co
 def test_synth_writes_a_playable_file_in_the_format_of_its_extension(tmp_path, checkpoint):
     # When a sentence is rendered to an .mp3 path with a preset and a seed
     out = tmp_path / "out.mp3"
-    done = echo_tts("synth", "Hello from the command line.", "--preset", "Independent-Low-CFG", "--seed", "3",
-                    "-o", out, checkpoint=checkpoint)  # fmt: skip
+    done = echo_tts(
+        "synth",
+        "Hello from the command line.",
+        "--preset",
+        "Independent-Low-CFG",
+        "--seed",
+        "3",
+        "-o",
+        out,
+        checkpoint=checkpoint,
+    )
     # Then it exits 0, says what it wrote, shows progress on stderr, and the MP3 decodes to seconds of audio
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout and "mp3" in done.stdout
@@ -38,16 +47,38 @@ def test_synth_writes_a_playable_file_in_the_format_of_its_extension(tmp_path, c
 def test_a_voice_is_encoded_once_and_reused(tmp_path, checkpoint):
     # Given a reference clip rendered by the CLI itself (WAV, 24 kHz)
     reference = tmp_path / "ref.wav"
-    made = echo_tts("synth", "A reference voice.", "--steps", "6", "--sample-rate", "24000", "-o", reference,
-                    "--quiet", checkpoint=checkpoint)  # fmt: skip
+    made = echo_tts(
+        "synth",
+        "A reference voice.",
+        "--steps",
+        "6",
+        "--sample-rate",
+        "24000",
+        "-o",
+        reference,
+        "--quiet",
+        checkpoint=checkpoint,
+    )
     assert made.returncode == 0, made.stderr
     # When it is encoded to a voice file and used for a long two-sentence text in FLAC
     voice = tmp_path / "voice.safetensors"
     encoded = echo_tts("encode-speaker", reference, "-o", voice, checkpoint=checkpoint)
     out = tmp_path / "book.flac"
     text = "First sentence of a longer text. " * 30  # 990 bytes: two 500-byte generations, stitched
-    done = echo_tts("synth", text, "--speaker", voice, "--steps", "6", "--max-piece-bytes", "500", "-o", out,
-                    "--quiet", checkpoint=checkpoint)  # fmt: skip
+    done = echo_tts(
+        "synth",
+        text,
+        "--speaker",
+        voice,
+        "--steps",
+        "6",
+        "--max-piece-bytes",
+        "500",
+        "-o",
+        out,
+        "--quiet",
+        checkpoint=checkpoint,
+    )
     # Then the voice file loads and the output holds both pieces
     assert encoded.returncode == 0, encoded.stderr
     assert SpeakerLatents.load(voice).valid_frames > 0

@@ -67,9 +67,17 @@ def _rate_and_frames(data: bytes, fmt: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     ("fmt", "rate", "expected_rate"),
-    [("wav", None, 44_100), ("flac", None, 44_100), ("mp3", None, 44_100), ("aac", None, 44_100),
-     ("opus", None, 48_000), ("wav", 24_000, 24_000), ("mp3", 22_050, 22_050), ("flac", 16_000, 16_000)],
-)  # fmt: skip
+    [
+        ("wav", None, 44_100),
+        ("flac", None, 44_100),
+        ("mp3", None, 44_100),
+        ("aac", None, 44_100),
+        ("opus", None, 48_000),
+        ("wav", 24_000, 24_000),
+        ("mp3", 22_050, 22_050),
+        ("flac", 16_000, 16_000),
+    ],
+)
 def test_a_render_encodes_to_every_format_at_the_asked_rate(rendered, fmt, rate, expected_rate):
     # When the render is encoded
     data = encode_audio(rendered.samples, rendered.sample_rate, fmt, out_sample_rate=rate)

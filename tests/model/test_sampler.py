@@ -89,8 +89,14 @@ def test_cancel_is_checked_before_every_step_and_raises_cancelled(tiny_dit):
 
     # When sampling / Then Cancelled is raised before the third step ran
     with pytest.raises(Cancelled, match="step 3 of 5"):
-        sample(spy, make_conditioning(tiny_dit, TEXTS[:1], [8]), CONFIG, seeds=[0],
-               progress=lambda *a: seen.append(a), should_cancel=should_cancel)  # fmt: skip
+        sample(
+            spy,
+            make_conditioning(tiny_dit, TEXTS[:1], [8]),
+            CONFIG,
+            seeds=[0],
+            progress=lambda *a: seen.append(a),
+            should_cancel=should_cancel,
+        )
     assert len(spy.calls) == 2 and seen == [(1, 5), (2, 5)]
 
 
@@ -100,8 +106,9 @@ def test_blockwise_keeps_the_continuation_bit_exactly_and_appends_every_block(ti
     prefix = torch.randn((2, 4, 80), generator=torch.Generator().manual_seed(1))
     spy, seen = SpyDiT(tiny_dit), []
     # When sampled blockwise
-    out = sample_blockwise(spy, cond, CONFIG, [8, 4], seeds=[1, 2], continuation=prefix,
-                           progress=lambda *a: seen.append(a))  # fmt: skip
+    out = sample_blockwise(
+        spy, cond, CONFIG, [8, 4], seeds=[1, 2], continuation=prefix, progress=lambda *a: seen.append(a)
+    )
     # Then the buffer is (B, P + 12, 80) with the prefix unchanged, and progress counts both blocks
     assert out.shape == (2, 16, 80) and out.dtype == torch.float32
     assert torch.equal(out[:, :4], prefix)
@@ -145,9 +152,13 @@ def test_blockwise_force_speaker_is_reapplied_per_block_and_compounds_without_un
 
 @pytest.mark.parametrize(
     ("blocks", "continuation", "match"),
-    [([], None, "block_sizes"), ([4, 0], None, "block_sizes"), ([6], None, "multiple of 4"),
-     ([4], torch.zeros((2, 4, 80)), "continuation")],
-)  # fmt: skip
+    [
+        ([], None, "block_sizes"),
+        ([4, 0], None, "block_sizes"),
+        ([6], None, "multiple of 4"),
+        ([4], torch.zeros((2, 4, 80)), "continuation"),
+    ],
+)
 def test_blockwise_refuses_bad_blocks_and_continuations(tiny_dit, blocks, continuation, match):
     cond = make_conditioning(tiny_dit, TEXTS[:1], [8])
     with pytest.raises(InvalidInput, match=match):
@@ -161,9 +172,13 @@ def test_one_seed_per_item_is_required(tiny_dit):
 
 @pytest.mark.parametrize(
     ("latents", "mask", "match"),
-    [((1, 6, 80), (1, 6), "multiple of 4"), ((1, 8, 64), (1, 8), r"\(B, T, 80\)"),
-     ((1, 8, 80), (1, 4), "mask"), ((2, 8, 80), (2, 8), "speaker rows")],
-)  # fmt: skip
+    [
+        ((1, 6, 80), (1, 6), "multiple of 4"),
+        ((1, 8, 64), (1, 8), r"\(B, T, 80\)"),
+        ((1, 8, 80), (1, 4), "mask"),
+        ((2, 8, 80), (2, 8), "speaker rows"),
+    ],
+)
 def test_encode_conditioning_refuses_mismatched_speaker_inputs(tiny_dit, latents, mask, match):
     with pytest.raises(InvalidInput, match=match):
         encode_conditioning(tiny_dit, encode_texts(["hi"]), torch.zeros(latents), torch.ones(mask, dtype=torch.bool))

@@ -33,8 +33,11 @@ def test_the_command_writes_the_published_layout_deterministically(tmp_path, che
     # When the documented command runs
     done = subprocess.run(
         [sys.executable, "-m", "echo_tts.testing", "make-checkpoint", str(tmp_path / "ck"), "--size", "tiny"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     # Then it succeeds and writes exactly the published file names
     assert done.returncode == 0, done.stderr
     for repo, files in LAYOUT.items():

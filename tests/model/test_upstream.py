@@ -69,9 +69,14 @@ def test_sample_pipeline_equals_pipeline_synthesize(parts, pipe):
     model, fish_ae, pca_state = parts
     # When the same text and seed render through sample_pipeline and through the Pipeline
     audio_out, normalized = upstream.sample_pipeline(
-        model=model, fish_ae=fish_ae, pca_state=pca_state, sample_fn=_sample_fn(), text_prompt=TEXT,
-        speaker_audio=None, rng_seed=7,
-    )  # fmt: skip
+        model=model,
+        fish_ae=fish_ae,
+        pca_state=pca_state,
+        sample_fn=_sample_fn(),
+        text_prompt=TEXT,
+        speaker_audio=None,
+        rng_seed=7,
+    )
     clean = pipe.synthesize(TEXT, None, PRESET, seed=7)
     # Then the cropped audio and the normalised text agree
     assert normalized == ["[S1] " + TEXT]
@@ -187,11 +192,26 @@ def test_blockwise_continuation_keeps_the_prefix(parts):
     prefix = torch.randn(1, 8, 80, generator=torch.Generator().manual_seed(0))
     # When blockwise sampling runs with upstream's arguments
     out = upstream.sample_blockwise_euler_cfg_independent_guidances(
-        model, torch.zeros(1, 4, 80), torch.zeros(1, 4, dtype=torch.bool), ids, mask, rng_seed=0,
-        block_sizes=[8, 4], num_steps=3, cfg_scale_text=3.0, cfg_scale_speaker=3.0, cfg_min_t=0.5,
-        cfg_max_t=1.0, truncation_factor=0.8, rescale_k=None, rescale_sigma=None, speaker_kv_scale=None,
-        speaker_kv_max_layers=None, speaker_kv_min_t=None, continuation_latent=prefix,
-    )  # fmt: skip
+        model,
+        torch.zeros(1, 4, 80),
+        torch.zeros(1, 4, dtype=torch.bool),
+        ids,
+        mask,
+        rng_seed=0,
+        block_sizes=[8, 4],
+        num_steps=3,
+        cfg_scale_text=3.0,
+        cfg_scale_speaker=3.0,
+        cfg_min_t=0.5,
+        cfg_max_t=1.0,
+        truncation_factor=0.8,
+        rescale_k=None,
+        rescale_sigma=None,
+        speaker_kv_scale=None,
+        speaker_kv_max_layers=None,
+        speaker_kv_min_t=None,
+        continuation_latent=prefix,
+    )
     # Then the buffer holds the prefix unchanged, then the new blocks
     assert out.shape == (1, 20, 80)
     assert torch.equal(out[:, :8], prefix)

@@ -112,15 +112,27 @@ def test_groups_hold_similar_lengths_and_every_segment_once() -> None:
 
 def test_a_book_request_names_every_bad_field() -> None:
     # Given a request with a bad format, pause, loudness and chapter selection
-    bad = {"book_id": "b", "seed": 1, "format": "pcm", "pauses": {"sentence_s": 30, "breath_s": 1},
-           "loudness_lufs": -3, "chapters": []}  # fmt: skip
+    bad = {
+        "book_id": "b",
+        "seed": 1,
+        "format": "pcm",
+        "pauses": {"sentence_s": 30, "breath_s": 1},
+        "loudness_lufs": -3,
+        "chapters": [],
+    }
     # When it is validated
     with pytest.raises(ContractError) as caught:
         BookRequest.from_dict(bad)
     # Then the message names each field and its limits
     message = str(caught.value)
-    for part in ("format must be one of", "pauses.sentence_s", "between 0 and 3", "pauses.breath_s",
-                 "loudness_lufs", "chapters must be"):  # fmt: skip
+    for part in (
+        "format must be one of",
+        "pauses.sentence_s",
+        "between 0 and 3",
+        "pauses.breath_s",
+        "loudness_lufs",
+        "chapters must be",
+    ):
         assert part in message
     # And a good request round-trips
     good = BookRequest(book_id="b", seed=3, chapters=(0, 2), pauses={"paragraph_s": 1.0})

@@ -70,7 +70,11 @@ def test_celery_is_configured_for_long_gpu_tasks() -> None:
     assert conf["worker_proc_alive_timeout"] >= 600
     # And each queue has its own exchange and routing key, so bulk work never lands on "tts"
     queues = {q.name: (q.exchange.name, q.routing_key) for q in conf["task_queues"]}
-    assert queues == {contract.QUEUE_INTERACTIVE: ("tts", "tts"), contract.QUEUE_BULK: ("tts-bulk", "tts-bulk")}
+    assert queues == {
+        contract.QUEUE_INTERACTIVE: ("tts", "tts"),
+        contract.QUEUE_BULK: ("tts-bulk", "tts-bulk"),
+        contract.QUEUE_ASSEMBLY: ("tts-assembly", "tts-assembly"),
+    }
 
 
 def test_the_heartbeat_announces_the_worker_with_a_ttl_and_removes_it_on_stop(redis_url: str) -> None:
@@ -105,3 +109,19 @@ def test_tasks_outside_a_loaded_worker_get_a_named_error() -> None:
     # Given a process where worker_process_init never ran, Then the accessor says so
     with pytest.raises(EngineNotReady):
         get_engine()
+
+
+def test_the_assemble_role_serves_the_cpu_queue_and_a_flag_wins_over_the_setting() -> None:
+    # Given the environment of a worker
+    env = {"ECHO_REDIS_URL": "redis://localhost:6379/0"}
+    # When it is read with no role, with ECHO_WORKER_ROLE=assemble, and with --role render over it
+    default = WorkerSettings.from_env(env)
+    assembler = WorkerSettings.from_env(env | {"ECHO_WORKER_ROLE": "assemble"})
+    flagged = WorkerSettings.from_env(env | {"ECHO_WORKER_ROLE": "assemble"}, role="render")
+    # Then the render role takes the GPU queues, the assemble role the CPU queue, and the flag wins
+    assert (default.role, default.queues) == ("render", ("tts", "tts-bulk"))
+    assert (assembler.role, assembler.queues) == ("assemble", ("tts-assembly",))
+    assert flagged.role == "render"
+    # And a role that does not exist is refused by name
+    with pytest.raises(SettingsError, match="ECHO_WORKER_ROLE='gpu' must be one of render, assemble"):
+        WorkerSettings.from_env(env | {"ECHO_WORKER_ROLE": "gpu"})

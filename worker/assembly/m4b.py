@@ -114,7 +114,9 @@ def chapter_marks(chapters: Sequence[ChapterAudio], sample_rate: int) -> tuple[C
     return tuple(marks)
 
 
-def _check_book(chapters: Sequence[ChapterAudio], sample_rate: int, title: str, author: str, bitrate: int) -> None:
+def _check_book(
+    chapters: Sequence[ChapterAudio], sample_rate: int, title: str, author: str | None, bitrate: int
+) -> None:
     if not chapters:
         raise InvalidInput("an M4B needs at least one chapter")
     if sample_rate not in AAC_SAMPLE_RATES:
@@ -122,9 +124,10 @@ def _check_book(chapters: Sequence[ChapterAudio], sample_rate: int, title: str, 
         raise InvalidInput(f"AAC cannot be written at {sample_rate} Hz; valid rates: {valid}")
     if not BITRATE_RANGE[0] <= bitrate <= BITRATE_RANGE[1]:
         raise InvalidInput(f"bitrate must be within {BITRATE_RANGE[0]}-{BITRATE_RANGE[1]} bit/s, got {bitrate}")
-    for name, value in (("title", title), ("author", author)):
-        if not isinstance(value, str) or not value.strip():
-            raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")
+    if not isinstance(title, str) or not title.strip():
+        raise InvalidInput(f"title must be a non-empty string, got {title!r}")
+    if author is not None and not isinstance(author, str):
+        raise InvalidInput(f"author must be a string or None, got {author!r}")
 
 
 def _add_cover(out: av.container.OutputContainer, cover: bytes | None) -> tuple[av.Packet[Any] | None, str | None]:
@@ -200,13 +203,13 @@ def write_m4b(
     sample_rate: int,
     *,
     title: str,
-    author: str,
+    author: str | None,
     cover: bytes | None = None,
     bitrate: int = 64_000,
 ) -> M4bInfo:
     """Write ``chapters`` as one mono AAC-LC M4B at ``path`` with one chapter marker each.
 
-    Metadata: ``title`` (also the album), ``author`` (artist and album artist), genre
+    Metadata: ``title`` (also the album), ``author`` (artist and album artist; None or empty: left out), genre
     Audiobook and the iTunes audiobook media type. ``cover`` (JPEG or PNG bytes) becomes an
     attached picture; a cover that is not a readable JPEG/PNG is left out and the reason put
     in ``M4bInfo.notes`` rather than failing the book. Samples are clipped to [-1, 1]. The
@@ -222,9 +225,9 @@ def write_m4b(
             stream = out.add_stream("aac", rate=sample_rate, layout="mono")
             stream.bit_rate = bitrate
             cover_packet, note = _add_cover(out, cover)
-            out.metadata.update(
-                {"title": title, "album": title, "artist": author, "album_artist": author, "genre": "Audiobook"}
-            )
+            out.metadata.update({"title": title, "album": title, "genre": "Audiobook"})
+            if author and author.strip():  # a book without a known author has no artist tags
+                out.metadata.update({"artist": author, "album_artist": author})
             out.metadata["media_type"] = AUDIOBOOK_MEDIA_TYPE
             out.set_chapters(
                 [

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from api import schemas
+from api import book_schemas, schemas
 
 REF = "#/components/schemas/{model}"
 _MODELS = (
@@ -20,13 +20,18 @@ _MODELS = (
     schemas.Readiness,
     schemas.Health,
     schemas.SpeechCreate,
+    book_schemas.BookCreate,
+    book_schemas.BookOptions,
+    book_schemas.Book,
+    book_schemas.BookList,
 )
 _ERRORS = {
     "401": "Missing or unknown API key",
     "404": "Unknown id, or another key's",
-    "409": "The job was canceled",
+    "409": "The job was canceled, or the object's state does not allow this",
     "504": "The job did not finish within ECHO_SPEECH_TIMEOUT_S (details.job_id)",
     "413": "A limit was exceeded (the message names the setting)",
+    "415": "Unsupported content type (the message says which to send)",
     "422": "Invalid field (named)",
 }
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -76,6 +81,80 @@ def _voice_body() -> dict[str, Any]:
         "properties": {"file": {"type": "string", "format": "binary"}, "name": {"type": "string", "maxLength": 128}},
     }
     return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
+def _book_body() -> dict[str, Any]:
+    multipart = {
+        "allOf": [
+            _ref("BookOptions"),
+            {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary", "description": "EPUB, Markdown or plain text"},
+                    "chapters": {"type": "string", "description": "Chapter indices to render, e.g. 0,2,5"},
+                    "overrides": {"type": "string", "description": "JSON object"},
+                },
+            },
+        ]
+    }
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("BookCreate")}, "multipart/form-data": {"schema": multipart}},
+    }
+
+
+def _book_paths(idem: dict[str, Any]) -> dict[str, Any]:
+    chapter = {"name": "chapter", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+    before = {"name": "before", "in": "query", "schema": {"type": "number"}, "description": "a created_ts"}
+    limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
+    return {
+        "/v1/audiobooks": {
+            "post": _op(
+                "Submit a book (EPUB, Markdown, text, or JSON chapters) for chapter files and an M4B",
+                ("202", "Queued (Location: the book)", "Book"),
+                errors=("401", "409", "413", "415", "422"),
+                parameters=[idem],
+                requestBody=_book_body(),
+            ),
+            "get": _op(
+                "Own books, newest first",
+                ("200", "A page of books", "BookList"),
+                errors=("401", "422"),
+                parameters=[limit, before],
+            ),
+        },
+        "/v1/audiobooks/{id}": {
+            "get": _op("Progress per chapter, ETA, files (fresh URLs)", ("200", "The book", "Book"), parameters=[_ID]),
+            "delete": _op(
+                "Cancel (idempotent; rendered segments stay cached)", ("200", "The book", "Book"), parameters=[_ID]
+            ),
+        },
+        "/v1/audiobooks/{id}/retry": {
+            "post": _op(
+                "Re-queue a failed or canceled book: only segments not done render",
+                ("202", "Queued again", "Book"),
+                errors=("401", "404", "409"),
+                parameters=[_ID],
+            )
+        },
+        "/v1/audiobooks/{id}/audio": {
+            "get": _op(
+                "Download the M4B",
+                ("302", "Redirect to a presigned URL (or the bytes)", None),
+                errors=("401", "404", "409"),
+                parameters=[_ID],
+            )
+        },
+        "/v1/audiobooks/{id}/chapters/{chapter}/audio": {
+            "get": _op(
+                "Download one chapter file",
+                ("302", "Redirect to a presigned URL (or the bytes)", None),
+                errors=("401", "404", "409"),
+                parameters=[_ID, chapter],
+            )
+        },
+    }
 
 
 def _speech_op() -> dict[str, Any]:
@@ -145,6 +224,7 @@ def _paths() -> dict[str, Any]:
             "get": _op("A voice", ("200", "The voice", "Voice"), parameters=[_ID]),
             "delete": _op("Delete own voice (operator voices: 403)", ("204", "Deleted", None), parameters=[_ID]),
         },
+        **_book_paths(idem),
         "/v1/audio/speech": {"post": _speech_op()},
         "/healthz": {"get": _op("Liveness", ("200", "Up", "Health"), errors=(), security=[])},
         "/metrics": {

@@ -8,11 +8,13 @@ import json
 import zipfile
 from collections.abc import Callable
 
+import jsonschema
 import pytest
 import redis
 from api_helpers import ApiServer, queued_tasks
 from book_files import epub, lighthouse_epub3, opf3, simple_epub, xhtml
 
+from api.book_schemas import Book as BookView
 from jobs import contract
 
 pytest_plugins = ["api_fixtures"]
@@ -188,3 +190,15 @@ def test_a_running_book_cannot_be_retried_and_a_canceled_one_can(api: ApiServer,
     assert [t["task"] for t in queued_tasks(redis_client, contract.QUEUE_ASSEMBLY)] == [contract.BOOK_PLAN] * 2
     # And its audio is not there yet
     assert api.call("GET", f"/v1/audiobooks/{book['id']}/audio").status_code == 409
+
+
+def test_a_book_as_served_matches_the_published_schema(api: ApiServer) -> None:
+    # Given the spec and a served book
+    spec = api.call("GET", "/v1/openapi.json", as_=None).json()
+    book = api.call("POST", "/v1/audiobooks", json={"chapters": [{"title": "A", "text": "Hi."}]}).json()
+    listed = api.call("GET", "/v1/audiobooks").json()
+    # When they are checked against the Book and BookList schemas, Then they conform (and pydantic agrees)
+    for name, served in (("Book", book), ("BookList", listed)):
+        jsonschema.validate(served, {**spec["components"]["schemas"][name], "components": spec["components"]})
+    BookView.model_validate(book)
+    assert {"/v1/audiobooks", "/v1/audiobooks/{id}", "/v1/audiobooks/{id}/retry"} <= set(spec["paths"])

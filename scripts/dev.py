@@ -1,8 +1,9 @@
 """`make dev`: the whole service on one machine without Docker.
 
 Starts `redis-server` from the system (on loopback, data under out/dev/redis), one worker
-(`python -m worker`, on the machine's device: ECHO_DEVICE defaults to auto) and the API
-(`python -m api --bind HOST:PORT`), then waits; Ctrl-C stops all three. The settings are the
+(`python -m worker`, on the machine's device: ECHO_DEVICE defaults to auto), one assembler for
+audiobooks (`python -m worker --role assemble`, no model) and the API
+(`python -m api --bind HOST:PORT`), then waits; Ctrl-C stops them all. The settings are the
 same as in the compose stack and come from your environment; with no ECHO_S3_ENDPOINT_URL the
 local directory ECHO_STORAGE_DIR (default out/dev/storage here) is the storage and the API
 serves downloads itself. `--tiny` writes a tiny random checkpoint (checkpoints/tiny) and uses
@@ -115,7 +116,7 @@ def start_redis(args: argparse.Namespace) -> subprocess.Popen:
 
 
 def stop_all(procs: list[subprocess.Popen]) -> None:
-    """Stop in reverse start order, each before the next: API, worker (warm shutdown), Redis last."""
+    """Stop in reverse start order, each before the next: API, workers (warm shutdown), Redis last."""
     for proc in reversed(procs):
         if proc.poll() is None:
             proc.terminate()
@@ -142,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
             procs.append(start_redis(args))
             log(f"redis-server on {args.host}:{args.redis_port}")
         procs.append(subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env))
+        assembler_env = env | {"ECHO_WORKER_QUEUES": "tts-assembly"}
+        procs.append(
+            subprocess.Popen([sys.executable, "-m", "worker", "--role", "assemble"], cwd=ROOT, env=assembler_env)
+        )
         procs.append(
             subprocess.Popen([sys.executable, "-m", "api", "--bind", f"{args.host}:{args.api_port}"], cwd=ROOT, env=env)
         )
@@ -162,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run Redis, one worker and the API on this machine.")
+    parser = argparse.ArgumentParser(description="Run Redis, one worker, one assembler and the API on this machine.")
     parser.add_argument("--host", default="127.0.0.1", help="address for the API and Redis (default 127.0.0.1)")
     parser.add_argument("--api-port", type=int, default=8000)
     parser.add_argument("--redis-port", type=int, default=6379, help="ignored when ECHO_REDIS_URL is set")

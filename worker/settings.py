@@ -98,6 +98,12 @@ class WorkerSettings:
         if not device.startswith(DEVICE_PREFIXES):
             raise SettingsError(f"ECHO_DEVICE={device!r} must be auto, cpu, cuda, cuda:N or mps")
         role = choice({**e, "ECHO_WORKER_ROLE": role} if role else e, "ECHO_WORKER_ROLE", "render", ROLES)
+        queues = parsed(e, "ECHO_WORKER_QUEUES", DEFAULT_QUEUES[role], _queues, "a comma-separated list of queue names")
+        if role == "assemble" and set(queues) & set(QUEUES):
+            raise SettingsError(
+                f"ECHO_WORKER_QUEUES={','.join(queues)} includes a rendering queue, but the assemble role loads no "
+                f"model: give it {QUEUE_ASSEMBLY} only"
+            )
         return cls(
             role=role,
             redis_url=read_redis_url(e),
@@ -108,9 +114,7 @@ class WorkerSettings:
             dtype=choice(e, "ECHO_DTYPE", "bfloat16", DTYPES),
             ae_dtype=choice(e, "ECHO_AE_DTYPE", "float32", DTYPES),
             hf_token=get(e, "HF_TOKEN"),
-            queues=parsed(
-                e, "ECHO_WORKER_QUEUES", DEFAULT_QUEUES[role], _queues, "a comma-separated list of queue names"
-            ),
+            queues=queues,
             soft_time_limit_s=soft,
             time_limit_s=hard,
             visibility_timeout_s=visibility,

@@ -80,7 +80,8 @@ def stack(
         "HF_HOME": str(work / "hf"),
         "ECHO_VOICES_DIR": str(work / "voices"),
     }
-    envs = {name: local_env(services[name], hosts, container_only) for name in ("s3-init", "worker", "api")}
+    names = ("s3-init", "worker", "assembler", "api")
+    envs = {name: local_env(services[name], hosts, container_only) for name in names}
 
     # Given the one-shot bucket set-up has run to completion, as compose orders it
     init = subprocess.run(
@@ -93,10 +94,10 @@ def stack(
     )
     assert init.returncode == 0, init.stdout + init.stderr
 
-    logs = {name: work / f"{name}.log" for name in ("worker", "api")}
+    logs = {name: work / f"{name}.log" for name in ("worker", "assembler", "api")}
     procs = []
     try:
-        for name in ("worker", "api"):
+        for name in ("worker", "assembler", "api"):
             with logs[name].open("w") as log:
                 procs.append(
                     subprocess.Popen(
@@ -123,6 +124,13 @@ def stack(
                 envs["worker"],
                 timeout=300,
                 what="worker healthcheck",
+                watch=procs,
+            )
+            wait_until_ok(
+                healthcheck_argv(services["assembler"], hosts),
+                envs["assembler"],
+                timeout=120,
+                what="assembler healthcheck",
                 watch=procs,
             )
         except RuntimeError as exc:
@@ -170,6 +178,31 @@ def test_a_job_submitted_to_the_compose_services_renders_and_downloads_from_the_
     audio = requests.get(url, timeout=10)
     assert audio.status_code == 200 and audio.content[:4] == b"RIFF" and audio.content[8:12] == b"WAVE"
     assert len(audio.content) == job["result"]["bytes"]
+
+
+def test_a_book_renders_on_the_worker_and_is_assembled_on_the_assembler(stack: Stack) -> None:
+    # Given the api, the GPU worker and the CPU assembler running with their compose commands
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {stack.token}"
+    book = b"# Compose Book\n\n## One\n\nHello there.\n\n## Two\n\nGoodbye now.\n"
+    # When a Markdown book is submitted and polled until it finishes
+    sent = session.post(
+        f"{stack.base_url}/v1/audiobooks",
+        files={"file": ("book.md", book)},
+        data={"seed": "3", "overrides": '{"num_steps": 2}'},
+        timeout=30,
+    )
+    assert sent.status_code == 202, sent.text
+    deadline, done = time.monotonic() + 240, sent.json()
+    while done["status"] not in ("succeeded", "failed", "canceled") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        done = session.get(f"{stack.base_url}/v1/audiobooks/{done['id']}", timeout=10).json()
+    # Then it succeeded with two chapters, and its M4B comes from the public S3 endpoint
+    assert done["status"] == "succeeded", f"{done}\n{stack.tail()}"
+    assert [c["title"] for c in done["chapters"]] == ["One", "Two"]
+    assert done["result"]["m4b_url"].startswith(f"{stack.s3_public}/")
+    m4b = requests.get(done["result"]["m4b_url"], timeout=30)
+    assert m4b.status_code == 200 and m4b.content[4:8] == b"ftyp"
 
 
 def test_the_audio_link_redirects_to_the_bucket_and_other_keys_are_refused(stack: Stack) -> None:

@@ -71,6 +71,11 @@ def test_each_service_environment_satisfies_its_own_settings_loader(services: di
     assert urlparse(api.redis_url).hostname == urlparse(worker.redis_url).hostname == "redis"
     assert api.api_keys, "auth is on in the stack"
     assert worker.device == "cuda"
+    # And the assembler is the same worker in the assemble role, on the CPU queue only, same Redis and bucket
+    assembler = WorkerSettings.from_env(env_of(services, "assembler"), role="assemble")
+    assert (assembler.role, assembler.queues, assembler.device) == ("assemble", ("tts-assembly",), "cpu")
+    assert assembler.storage == init and assembler.redis_url == worker.redis_url
+    assert services["assembler"]["command"][-2:] == ["--role", "assemble"] and "deploy" not in services["assembler"]
 
 
 def test_the_storage_credentials_are_minios_root_user(services: dict) -> None:

@@ -1,4 +1,4 @@
-"""`make dev`: Redis, one worker and the API on this machine without Docker, with the local
+"""`make dev`: Redis, one worker, one assembler and the API on this machine without Docker, with the local
 directory as storage (no S3 endpoint), renders a job end to end on the tiny checkpoint."""
 
 from __future__ import annotations
@@ -89,6 +89,22 @@ def test_make_dev_renders_a_job_with_local_file_storage_and_stops_cleanly(
         assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
         stored = list((tmp_path / "state" / "storage").rglob("*.wav"))
         assert [p.read_bytes() for p in stored] == [audio.content]
+        # And a book renders on the worker, is assembled by the assembler, and its M4B is served by the API
+        book = requests.post(
+            f"{base}/v1/audiobooks",
+            json={"title": "Dev", "chapters": [{"title": "One", "text": "Hello from a book."}], **FAST},
+            timeout=10,
+        ).json()
+        deadline = time.monotonic() + 240
+        while (book := requests.get(f"{base}/v1/audiobooks/{book['id']}", timeout=10).json())["status"] in (
+            "queued",
+            "running",
+        ):
+            assert time.monotonic() < deadline, (tmp_path / "dev.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert book["status"] == "succeeded", f"{book}\n{(tmp_path / 'dev.log').read_text()[-3000:]}"
+        m4b = requests.get(book["result"]["m4b_url"], timeout=10)
+        assert book["result"]["m4b_url"].startswith(base) and m4b.status_code == 200 and m4b.content[4:8] == b"ftyp"
     finally:
         # And when the runner is stopped, it stops Redis, the worker and the API and exits 0
         runner.send_signal(signal.SIGTERM)

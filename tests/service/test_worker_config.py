@@ -125,3 +125,6 @@ def test_the_assemble_role_serves_the_cpu_queue_and_a_flag_wins_over_the_setting
     # And a role that does not exist is refused by name
     with pytest.raises(SettingsError, match="ECHO_WORKER_ROLE='gpu' must be one of render, assemble"):
         WorkerSettings.from_env(env | {"ECHO_WORKER_ROLE": "gpu"})
+    # And an assembler (no model) told to consume a rendering queue is stopped, naming the setting
+    with pytest.raises(SettingsError, match="ECHO_WORKER_QUEUES=tts,tts-bulk includes a rendering queue"):
+        WorkerSettings.from_env(env | {"ECHO_WORKER_QUEUES": "tts,tts-bulk"}, role="assemble")

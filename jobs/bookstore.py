@@ -25,7 +25,7 @@ import redis
 from jobs.contract import JobState
 from jobs.errors import ErrorCode
 from jobs.jobstore import IdempotencyConflict, JobStoreError
-from jobs.record_scripts import CREATE_RECORD, TRANSITION_RECORD
+from jobs.record_store import RecordStore
 from jobs.records import fingerprint, iso, loads, new_id, opt_float
 from jobs.settings import DEFAULT_BOOK_TTL_S
 
@@ -161,7 +161,7 @@ class BookRecord:
         )
 
 
-class BookStore:
+class BookStore(RecordStore):
     """Book records and their completion counters; ``client`` must use ``decode_responses=True``."""
 
     def __init__(
@@ -172,16 +172,9 @@ class BookStore:
         ttl_s: int = DEFAULT_BOOK_TTL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.r: Any = client  # redis-py's stubs ignore decode_responses: values are str here
-        self.prefix, self.ttl, self.clock = prefix, int(ttl_s), clock
-        self._create = client.register_script(CREATE_RECORD)
-        self._transition = client.register_script(TRANSITION_RECORD)
+        super().__init__(client, prefix=prefix, ttl_s=ttl_s, clock=clock)
         self._segment_done = client.register_script(_SEGMENT_DONE)
         self._chapter_assembled = client.register_script(_CHAPTER_ASSEMBLED)
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> BookStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True), **kwargs)
 
     # -- keys --------------------------------------------------------------------------------------
     def _key(self, book_id: str, part: str = "") -> str:
@@ -195,7 +188,7 @@ class BookStore:
         return f"{self.prefix}:books:{owner}"
 
     @property
-    def _counts(self) -> str:
+    def _counts_key(self) -> str:
         return f"{self.prefix}:book_counts"
 
     # -- create / read -----------------------------------------------------------------------------
@@ -228,11 +221,8 @@ class BookStore:
             "cancel_requested": "0",
             "planned": "0",
         }
-        pairs = [x for kv in fields.items() for x in kv]
-        outcome, found = self._create(
-            keys=[idem, self._key(book_id), self._index(owner), self._counts],
-            args=[body_fingerprint or fingerprint(request), book_id, self.ttl, repr(now), *pairs],
-        )
+        keys = [idem, self._key(book_id), self._index(owner), self._counts_key]
+        outcome, found = self._create_record(keys, body_fingerprint or fingerprint(request), book_id, now, fields)
         if outcome == "conflict":
             raise IdempotencyConflict(found)
         record = self.get(found)
@@ -263,8 +253,7 @@ class BookStore:
         return {int(k): v.split(" ", 1)[1] for k, v in done.items()}
 
     def counts_by_state(self) -> dict[JobState, int]:
-        raw = self.r.hgetall(self._counts)
-        return {state: max(int(raw.get(state.value, 0)), 0) for state in JobState}
+        return self._counts(self._counts_key)
 
     # -- transitions -------------------------------------------------------------------------------
     def _move(
@@ -276,11 +265,8 @@ class BookStore:
         *,
         refuse_if_cancel: bool = False,
     ) -> bool:
-        pairs = [x for k, v in fields.items() for x in (k, v)]
-        keys = [self._key(book_id), self._counts, *self._keys(book_id)[1:]]
-        allowed_csv = ",".join(s.value for s in allowed)
-        cancel_flag = "1" if refuse_if_cancel else "0"
-        return bool(self._transition(keys=keys, args=[allowed_csv, cancel_flag, self.ttl, new.value, *pairs]))
+        keys = [self._key(book_id), self._counts_key, *self._keys(book_id)[1:]]
+        return self._move_record(keys, allowed, new, fields, refuse_if_cancel=refuse_if_cancel)
 
     def mark_planned(self, book_id: str, chapters: list[dict[str, Any]], segments_total: int) -> bool:
         """queued|running → running with the plan's size: ``chapters`` [{index, title, segments_total}].

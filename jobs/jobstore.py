@@ -33,7 +33,7 @@ from jobs.contract import (
     heartbeat_key,
 )
 from jobs.errors import ServiceError
-from jobs.record_scripts import CREATE_RECORD, TRANSITION_RECORD
+from jobs.record_store import RecordStore
 from jobs.records import fingerprint, iso, loads, new_id, opt_float
 from jobs.settings import DEFAULT_JOB_TTL_S
 
@@ -135,7 +135,7 @@ class JobRecord:
         )
 
 
-class JobStore:
+class JobStore(RecordStore):
     """Job records and worker heartbeats in Redis. ``client`` must use ``decode_responses=True``."""
 
     def __init__(
@@ -146,15 +146,8 @@ class JobStore:
         job_ttl_s: int = DEFAULT_JOB_TTL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.r: Any = client  # redis-py's stubs ignore decode_responses: values are str here
-        self.prefix, self.ttl, self.clock = prefix, int(job_ttl_s), clock
-        self._create = client.register_script(CREATE_RECORD)
-        self._transition = client.register_script(TRANSITION_RECORD)
+        super().__init__(client, prefix=prefix, ttl_s=job_ttl_s, clock=clock)
         self._progress = client.register_script(_PROGRESS)
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> JobStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True), **kwargs)
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -175,8 +168,7 @@ class JobStore:
         """Jobs per state, kept by the transitions themselves (no scan). ``queued`` and ``running`` are
         the jobs in that state now; the finished states count every job that reached them since the
         counters began (records expire after the TTL; these numbers do not go down)."""
-        raw = self.r.hgetall(self._counts_key)
-        return {state: max(int(raw.get(state.value, 0)), 0) for state in JobState}
+        return self._counts(self._counts_key)
 
     def queue_depths(self, queues: Iterable[str]) -> tuple[dict[str, int], int]:
         """``({queue: messages waiting}, messages taken and not yet acknowledged)``, read from the
@@ -222,11 +214,8 @@ class JobStore:
         if queue_timeout_s is not None:
             timeout = float(queue_timeout_s)
             fields |= {"deadline_ts": repr(now + timeout), "queue_timeout_s": repr(timeout)}
-        pairs = [x for kv in fields.items() for x in kv]
-        outcome, found = self._create(
-            keys=[idem, self._job_key(job_id), self._index_key(owner), self._counts_key],
-            args=[fp, job_id, self.ttl, repr(now), *pairs],
-        )
+        keys = [idem, self._job_key(job_id), self._index_key(owner), self._counts_key]
+        outcome, found = self._create_record(keys, fp, job_id, now, fields)
         if outcome == "conflict":
             raise IdempotencyConflict(found)
         record = self.get(found)
@@ -282,19 +271,8 @@ class JobStore:
         *,
         refuse_if_cancel: bool = False,
     ) -> bool:
-        pairs = [x for k, v in fields.items() for x in (k, v)]
-        return bool(
-            self._transition(
-                keys=[self._job_key(job_id), self._counts_key],
-                args=[
-                    ",".join(s.value for s in allowed),
-                    "1" if refuse_if_cancel else "0",
-                    self.ttl,
-                    new.value,
-                    *pairs,
-                ],
-            )
-        )
+        keys = [self._job_key(job_id), self._counts_key]
+        return self._move_record(keys, allowed, new, fields, refuse_if_cancel=refuse_if_cancel)
 
     def mark_running(self, job_id: str) -> bool:
         """queued → running; a re-delivered running job stays running. False when canceled, cancel

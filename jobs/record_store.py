@@ -1,0 +1,101 @@
+"""What every record store shares: a record is a Redis hash with a ``status`` field and a TTL (its
+retention after the last change), created with idempotency and an owner index, and moved between
+states by one Lua script that also keeps the per-state counts, so the API and any number of workers
+may race freely.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import redis
+
+from jobs.contract import JobState
+
+# KEYS: idem key or "", record key, owner index, state counts.
+# ARGV: fingerprint, job id, ttl, score, then field/value pairs.
+CREATE_RECORD = """
+if KEYS[1] ~= '' then
+  local prior = redis.call('GET', KEYS[1])
+  if prior then
+    local sep = string.find(prior, ' ', 1, true)
+    local fp, id = string.sub(prior, 1, sep - 1), string.sub(prior, sep + 1)
+    if fp ~= ARGV[1] then return {'conflict', id} end
+    return {'existing', id}
+  end
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('HINCRBY', KEYS[4], 'queued', 1)
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+-- the owner index outlives its records (which expire ttl after their last change) and sheds old ids
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[4]) - 2 * tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[3], 2 * tonumber(ARGV[3]))
+return {'created', ARGV[2]}
+"""
+# KEYS: record key, state counts, then keys that live and die with the record (their TTL is renewed).
+# ARGV: comma-separated allowed states, "1" to refuse when cancel was requested, ttl, new state, pairs.
+# The counts move with the state, in the same atomic step.
+TRANSITION_RECORD = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return 0 end
+if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+if status ~= ARGV[4] then
+  redis.call('HINCRBY', KEYS[2], status, -1)
+  redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+end
+return 1
+"""
+
+
+S = TypeVar("S", bound="RecordStore")
+
+
+class RecordStore:
+    """The base of the job and book stores; ``client`` must use ``decode_responses=True``."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str, ttl_s: int, clock: Callable[[], float] = time.time) -> None:
+        self.r: Any = client  # redis-py's stubs ignore decode_responses: values are str here
+        self.prefix, self.ttl, self.clock = prefix, int(ttl_s), clock
+        self._create = client.register_script(CREATE_RECORD)
+        self._transition = client.register_script(TRANSITION_RECORD)
+
+    @classmethod
+    def from_url(cls: type[S], url: str, **kwargs: Any) -> S:
+        return cls(redis.Redis.from_url(url, decode_responses=True), **kwargs)
+
+    def _create_record(
+        self, keys: Sequence[str], fingerprint: str, record_id: str, now: float, fields: dict[str, str]
+    ) -> tuple[str, str]:
+        """``(outcome, id)``: ``created``, ``existing`` (same idempotency key and fingerprint: the earlier
+        id) or ``conflict``. ``keys``: idempotency key or "", record, owner index, state counts."""
+        pairs = [x for kv in fields.items() for x in kv]
+        outcome, found = self._create(keys=list(keys), args=[fingerprint, record_id, self.ttl, repr(now), *pairs])
+        return str(outcome), str(found)
+
+    def _move_record(
+        self,
+        keys: Sequence[str],
+        allowed: Iterable[JobState],
+        new: JobState,
+        fields: dict[str, Any],
+        *,
+        refuse_if_cancel: bool = False,
+    ) -> bool:
+        """Move the record ``keys[0]`` to ``new`` if its state is in ``allowed``; ``keys[1]`` is the counts
+        hash, the rest live and die with the record."""
+        pairs = [x for k, v in fields.items() for x in (k, v)]
+        allowed_csv = ",".join(s.value for s in allowed)
+        flag = "1" if refuse_if_cancel else "0"
+        return bool(self._transition(keys=list(keys), args=[allowed_csv, flag, self.ttl, new.value, *pairs]))
+
+    def _counts(self, key: str) -> dict[JobState, int]:
+        raw = self.r.hgetall(key)
+        return {state: max(int(raw.get(state.value, 0)), 0) for state in JobState}

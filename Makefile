@@ -25,7 +25,7 @@ redis-server:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy jobs api worker
+	$(VENV)/bin/mypy jobs api worker echo_client
 
 test: install redis-server lint
 	$(PY) -m pytest

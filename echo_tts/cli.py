@@ -4,12 +4,18 @@
     echo-tts encode-speaker ref.wav -o voice.safetensors      # encode a voice once ...
     echo-tts synth "Hello again." --speaker voice.safetensors -o out.wav   # ... reuse it
     echo-tts presets
+    echo-tts book novel.epub --server http://127.0.0.1:8000 --voice narrator -o novel.m4b   # on a server
+    echo-tts submit "Hello there." --server http://127.0.0.1:8000 -o hello.mp3               # on a server
 
 Text longer than ``--max-piece-bytes`` (about 20 s of speech; the model squeezes whatever it gets
 into one ~30 s generation) is split at sentence boundaries (``text.split_text``), piece i
 rendered with seed N + i, and the pieces joined with short pauses. The output format comes from
 ``--format`` or the ``-o`` extension. Errors print one line and exit with status 2.
 Configuration comes from flags only (the Hugging Face client reads its own ``HF_*`` variables).
+
+``book`` and ``submit`` render on a running service instead (``echo_client``, imported only for them:
+they need the ``client`` extra, not torch); their exit statuses are in ``echo_client/cli.py``:
+0 done, 1 the book or job failed or was canceled, 2 bad usage or a refusal, 3 server unreachable.
 """
 
 from __future__ import annotations
@@ -71,7 +77,64 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(encode)
 
     commands.add_parser("presets", help="list the sampler presets")
+    _add_remote_commands(commands)
     return parser
+
+
+REMOTE_COMMANDS = ("book", "submit")
+DEFAULT_SERVER = "http://127.0.0.1:8000"  # `make dev`'s API
+
+
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("server")
+    group.add_argument("--server", default=DEFAULT_SERVER, help="the service's URL (default: %(default)s)")
+    group.add_argument("--api-key", default=None, help="API key (sent as Authorization: Bearer ...)")
+    group.add_argument("--api-key-file", type=Path, default=None, help="read the API key from this file instead")
+    group.add_argument("--poll", dest="poll_s", type=float, default=None, help="seconds between status reads")
+    group.add_argument("--http-timeout", type=float, default=30.0, help="seconds per HTTP call (default: %(default)s)")
+    group.add_argument("--json", action="store_true", help="print the final JSON instead of a progress bar")
+    group.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+
+
+def _add_sampler_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--voice", default=None, help="a stored voice id or name (GET /v1/voices)")
+    parser.add_argument("--preset", default=None, help="sampler preset (default: the server's)")
+    parser.add_argument("--seed", type=int, default=None, help="seed (default: random, recorded by the server)")
+    parser.add_argument("--steps", type=int, default=None, help="diffusion steps (overrides num_steps)")
+    parser.add_argument("--overrides", default=None, help="sampler overrides as JSON, e.g. '{\"cfg_scale_text\": 3}'")
+
+
+def _add_remote_commands(commands: argparse._SubParsersAction) -> None:
+    book = commands.add_parser("book", help="render a book (EPUB, Markdown, text) on a server into an M4B")
+    book.add_argument("file", type=Path, help="the book file")
+    book.add_argument("-o", "--output", type=Path, default=None, help="the M4B to write (default: FILE's stem.m4b)")
+    _add_sampler_flags(book)
+    book.add_argument("--format", default=None, help="format of the chapter files (default: the server's)")
+    book.add_argument("--chapters", default=None, help="render only these chapters (0-based), e.g. 0,2")
+    book.add_argument("--title", default=None, help="the book's title (default: from the book)")
+    book.add_argument("--author", default=None, help="the book's author (default: from the book)")
+    _add_server_flags(book)
+
+    submit = commands.add_parser("submit", help="render text on a server (a job) and download it")
+    submit.add_argument("text", help='the text to speak ("-" reads standard input)')
+    submit.add_argument("-o", "--output", required=True, type=Path, help="output file")
+    _add_sampler_flags(submit)
+    submit.add_argument("--speaker", default=None, help="a one-shot reference clip to upload with the job")
+    submit.add_argument("--format", default=None, help="wav, flac, mp3, opus, aac or pcm (default: from -o)")
+    submit.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: the server's)")
+    submit.add_argument("--idempotency-key", default=None, help="submit again with this key: the same job is found")
+    _add_server_flags(submit)
+
+
+def _remote(args: argparse.Namespace) -> int:
+    """``book`` and ``submit``: the client is imported here, so the local commands work without it."""
+    try:
+        from echo_client.cli import run
+    except ImportError as error:
+        print(f"echo-tts: error: echo-tts {args.command} needs the client: pip install 'echo-tts-service[client]' "
+              f"({error})", file=sys.stderr)  # fmt: skip
+        return 2
+    return run(args)
 
 
 def _output_format(args: argparse.Namespace) -> str:
@@ -194,6 +257,8 @@ def _one_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; 0 on success, 2 on bad input or weights (one line on stderr), 130 on Ctrl-C."""
     args = build_parser().parse_args(argv)
+    if args.command in REMOTE_COMMANDS:
+        return _remote(args)
     try:
         if args.command == "presets":
             message = _presets()

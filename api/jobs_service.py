@@ -25,7 +25,7 @@ from jobs import contract
 from jobs.contract import ContractError, JobState, SynthesisRequest
 from jobs.errors import ErrorCode
 from jobs.jobstore import IdempotencyConflict, InvalidCursor, JobRecord
-from jobs.records import fingerprint, new_id
+from jobs.records import fingerprint, iso, new_id
 from jobs.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -195,8 +195,18 @@ def view(record: JobRecord) -> dict[str, Any]:
         "result": _result(record),
         "error": record.error,
         "timings": record.timings,
+        "worker": _worker(record),
         "links": {"self": self_url, "audio": f"{self_url}/audio"},
     }
+
+
+def _worker(record: JobRecord) -> dict[str, Any] | None:
+    """Who holds a running job, and when it last beat (null last beat: it is gone and the job is being
+    re-queued by the other workers' sweep)."""
+    if record.status is not JobState.RUNNING or not record.worker:
+        return None
+    beat = services().store.heartbeat_of(record.worker)
+    return {"name": record.worker, "last_heartbeat_at": iso(beat.get("ts")) if beat else None}
 
 
 def get_owned(owner: str, job_id: str) -> JobRecord:

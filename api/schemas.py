@@ -120,6 +120,11 @@ class RequestEcho(BaseModel):
     metadata: dict[str, Any]
 
 
+class JobWorker(BaseModel):
+    name: str
+    last_heartbeat_at: str | None = Field(description="null: the worker's heartbeat has expired (it is gone)")
+
+
 class Job(BaseModel):
     id: str
     status: Status
@@ -135,6 +140,7 @@ class Job(BaseModel):
     result: JobResult | None
     error: ErrorBody | None
     timings: dict[str, float] | None = Field(description="queue_s, render_s, rtf (render time / audio time)")
+    worker: JobWorker | None = Field(None, description="While running: the worker holding it and its last heartbeat")
     links: dict[str, str]
 
 

@@ -339,3 +339,22 @@ HEARTBEAT_INTERVAL_S = 10
 def heartbeat_key(worker_name: str) -> str:
     """Redis key a live worker refreshes; its value is JSON {name, queues, pid, model_revision, ts}."""
     return HEARTBEAT_PREFIX + worker_name
+
+
+# --- messages in flight per worker (dead-worker recovery, worker/recovery.py) ----------------------
+INFLIGHT_PREFIX = "echo:inflight:"
+INFLIGHT_PATTERN = INFLIGHT_PREFIX + "*"
+
+
+def inflight_key(worker_name: str) -> str:
+    """Hash of the messages ``worker_name`` is working on: delivery tag -> JSON {task, task_id, ids, since}."""
+    return INFLIGHT_PREFIX + worker_name
+
+
+def inflight_worker(key: str) -> str:
+    return key[len(INFLIGHT_PREFIX) :]
+
+
+def sweep_lock_key(worker_name: str) -> str:
+    """Held (briefly) by the worker that re-queues a dead worker's messages."""
+    return f"echo:inflight_sweep:{worker_name}"

@@ -95,6 +95,7 @@ class JobRecord:
     attempts: int = 0
     deadline_ts: float | None = None  # queued past this (epoch seconds), the job expires unrendered
     queue_timeout_s: float | None = None  # the setting's value that deadline_ts came from
+    worker: str | None = None  # the worker that started it last (its heartbeat says whether it lives)
 
     @property
     def created_at(self) -> str:
@@ -132,6 +133,7 @@ class JobRecord:
             attempts=int(h.get("attempts") or 0),
             deadline_ts=opt_float(h.get("deadline_ts")),
             queue_timeout_s=opt_float(h.get("queue_timeout_s")),
+            worker=h.get("worker") or None,
         )
 
 
@@ -274,9 +276,10 @@ class JobStore(RecordStore):
         keys = [self._job_key(job_id), self._counts_key]
         return self._move_record(keys, allowed, new, fields, refuse_if_cancel=refuse_if_cancel)
 
-    def mark_running(self, job_id: str) -> bool:
+    def mark_running(self, job_id: str, *, worker: str | None = None) -> bool:
         """queued → running; a re-delivered running job stays running. False when canceled, cancel
-        was requested, terminal or unknown: the worker must not render it."""
+        was requested, terminal or unknown: the worker must not render it. ``worker`` (the Celery node
+        name) is recorded: the job's record says which worker holds it."""
         record = self.get(job_id)
         if record is None or record.status not in (JobState.QUEUED, JobState.RUNNING):
             return False
@@ -285,7 +288,7 @@ class JobStore(RecordStore):
             job_id,
             [JobState.QUEUED, JobState.RUNNING],
             JobState.RUNNING,
-            {"started_ts": repr(started)},
+            {"started_ts": repr(started), "worker": worker or ""},
             refuse_if_cancel=True,
         )
         if ok:
@@ -419,6 +422,11 @@ class JobStore(RecordStore):
         """Announce a live worker for ``ttl_s`` seconds (call it more often than that)."""
         body = {"name": name, "ts": self.clock(), **(info or {})}
         self.r.set(heartbeat_key(name), json.dumps(body), ex=ttl_s)
+
+    def heartbeat_of(self, name: str) -> dict[str, Any] | None:
+        """The worker's last heartbeat, or None once it has expired (the worker is gone)."""
+        raw = self.r.get(heartbeat_key(name))
+        return dict(json.loads(raw)) if raw else None
 
     def live_workers(self) -> list[dict[str, Any]]:
         """The heartbeats that have not expired, as written (name, ts and the worker's info)."""

@@ -65,15 +65,23 @@ def create_celery(settings: WorkerSettings, *, main: str = "echo_tts_worker") ->
     from .tasks import register_tasks  # imports echo_tts (torch) but touches no device
 
     register_tasks(app, settings)
-    _connect_lifecycle(settings)
+    _connect_lifecycle(app, settings)
     return app
 
 
-def _connect_lifecycle(settings: WorkerSettings) -> None:
+def _connect_lifecycle(app: Celery, settings: WorkerSettings) -> None:
     from .engine import get_engine, init_engine
     from .heartbeat import Heartbeat
+    from .recovery import InFlight, Sweeper
 
     beats: list[Heartbeat] = []
+    sweepers: list[Sweeper] = []
+    inflight: list[InFlight] = []
+
+    def restore(delivery_tag: str) -> None:
+        """Put one un-acked message back on its queue with kombu's own restore (one transaction)."""
+        with app.connection_for_write() as connection:
+            connection.default_channel.qos.restore_by_tag(delivery_tag, leftmost=False)
 
     def load(**_: Any) -> None:
         try:
@@ -87,14 +95,33 @@ def _connect_lifecycle(settings: WorkerSettings) -> None:
     def ready(sender: Any = None, **_: Any) -> None:
         name = getattr(sender, "hostname", None) or f"worker-{os.getpid()}"
         engine = get_engine()
+        engine.worker_name = name
         beat = Heartbeat(engine.jobs, name, engine.info)
         beat.start()
         beats.append(beat)
+        inflight.append(InFlight(engine.jobs.r, name))
+        sweeper = Sweeper(engine.jobs.r, restore, name)
+        sweeper.start()  # at start too: a worker restarted after a crash re-queues what died with it
+        sweepers.append(sweeper)
+
+    def task_started(task_id: str = "", task: Any = None, kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+        tag = (getattr(task.request, "properties", None) or {}).get("delivery_tag") if task is not None else None
+        if inflight and tag:
+            inflight[0].started(str(tag), str(getattr(task, "name", "")), task_id, kwargs or {})
+
+    def task_ended(task: Any = None, **_: Any) -> None:
+        tag = (getattr(task.request, "properties", None) or {}).get("delivery_tag") if task is not None else None
+        if inflight and tag:
+            inflight[0].finished(str(tag))
 
     def shutdown(**_: Any) -> None:
+        while sweepers:
+            sweepers.pop().stop()
         while beats:
             beats.pop().stop()
 
     signals.worker_process_init.connect(load, weak=False)
     signals.worker_ready.connect(ready, weak=False)
     signals.worker_shutdown.connect(shutdown, weak=False)
+    signals.task_prerun.connect(task_started, weak=False)
+    signals.task_postrun.connect(task_ended, weak=False)

@@ -64,6 +64,7 @@ class Engine:
     books: BookStore = field(init=False)
     latents: LatentsCache = field(default_factory=lambda: LatentsCache(8))
     busy_job: str | None = None
+    worker_name: str | None = None  # this process's Celery node name, once it is ready
     load_s: float = 0.0
     warmup_s: float = 0.0
 

@@ -89,7 +89,7 @@ def _finish_from_storage(engine: Engine, request: SynthesisRequest) -> bool:
         result = json.loads(engine.storage.get_bytes(job_result_key(request.job_id)))
     except ObjectNotFound:
         return False  # audio without its description cannot happen in our write order: render again
-    engine.jobs.mark_running(request.job_id)
+    engine.jobs.mark_running(request.job_id, worker=engine.worker_name)
     engine.jobs.succeed(request.job_id, result["result"], result.get("timings"))
     log.info("job %s: result already stored, record finished without rendering", request.job_id)
     return True
@@ -191,7 +191,7 @@ def run_synthesis(engine: Engine, payload: dict[str, Any], *, retries: int = 0) 
         return _outcome(job_id, record.status, skipped=True)
     if _finish_from_storage(engine, request):
         return _outcome(job_id, JobState.SUCCEEDED, skipped=True)
-    if not engine.jobs.mark_running(job_id):
+    if not engine.jobs.mark_running(job_id, worker=engine.worker_name):
         if engine.jobs.is_cancel_requested(job_id):
             engine.jobs.mark_canceled(job_id)
         current = engine.jobs.get(job_id)

@@ -1,0 +1,96 @@
+"""Dead-worker recovery: a worker whose heartbeat has stopped gets its in-flight messages re-queued
+at once, instead of after the broker's visibility timeout (an hour by default).
+
+Each worker records what it is running in ``echo:inflight:{worker}`` (delivery tag → task, ids,
+since) when a task starts and removes the entry when it ends. Every worker sweeps: at start and
+every ``RECOVERY_SWEEP_S``, for every in-flight hash whose worker has no live heartbeat
+(``HEARTBEAT_TTL_S`` without a beat), it hands each delivery tag to kombu's own
+``restore_by_tag`` (one Redis transaction: the un-acked message goes back to the front of its
+queue, and leaves the un-acked set), then drops the hash. The message is the original one, so the
+re-delivery is the usual one: the runner finds a stored result and finishes without rendering, or
+renders again; a book group skips what was counted and finds the rest in the cache.
+
+A worker that was only frozen and wakes up later acks a message that is no longer un-acked: a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from jobs.contract import INFLIGHT_PATTERN, heartbeat_key, inflight_key, inflight_worker, sweep_lock_key
+
+log = logging.getLogger(__name__)
+RECOVERY_SWEEP_S = 10.0  # how often each worker looks for dead workers' messages
+
+Restore = Callable[[str], None]  # restores one un-acked message by its delivery tag
+
+
+class InFlight:
+    """This worker's record of the messages it is working on (what a sweeper re-queues if it dies)."""
+
+    def __init__(self, client: Any, worker: str) -> None:
+        self.r, self.key = client, inflight_key(worker)
+
+    def started(self, delivery_tag: str, task: str, task_id: str, kwargs: dict[str, Any]) -> None:
+        ids = {k: kwargs[k] for k in ("job_id", "book_id", "voice_id") if k in kwargs}
+        self.r.hset(self.key, delivery_tag, json.dumps({"task": task, "task_id": task_id, "since": time.time(), **ids}))
+
+    def finished(self, delivery_tag: str) -> None:
+        self.r.hdel(self.key, delivery_tag)
+
+
+def sweep(client: Any, restore: Restore, *, me: str | None = None) -> list[dict[str, Any]]:
+    """Re-queue the in-flight messages of every worker without a live heartbeat; returns what was
+    re-queued (one dict per message: worker, delivery tag and the task's ids)."""
+    requeued: list[dict[str, Any]] = []
+    for key in client.scan_iter(match=INFLIGHT_PATTERN, count=200):
+        worker = inflight_worker(key)
+        if worker == me or client.exists(heartbeat_key(worker)):
+            continue
+        # one sweeper per dead worker at a time; the restore itself is safe to repeat anyway
+        lock = sweep_lock_key(worker)
+        if not client.set(lock, "1", nx=True, ex=60):
+            continue
+        for tag, raw in client.hgetall(key).items():
+            restore(tag)
+            client.hdel(key, tag)
+            requeued.append({"worker": worker, "delivery_tag": tag, **json.loads(raw)})
+        client.delete(lock)
+    for item in requeued:
+        log.warning("worker %s is gone: re-queued %s %s", item["worker"], item.get("task"),
+                    item.get("job_id") or item.get("book_id") or item.get("task_id"))  # fmt: skip
+    return requeued
+
+
+class Sweeper:
+    """Sweeps at start and then every ``interval_s`` from a daemon thread; Redis errors are logged
+    and the next sweep tries again."""
+
+    def __init__(self, client: Any, restore: Restore, me: str, *, interval_s: float = RECOVERY_SWEEP_S) -> None:
+        self.client, self.restore, self.me, self.interval_s = client, restore, me, interval_s
+        self._stop = threading.Event()
+
+    def run_once(self) -> list[dict[str, Any]]:
+        try:
+            return sweep(self.client, self.restore, me=self.me)
+        except redis.RedisError as exc:
+            log.warning("dead-worker sweep skipped: %s", exc)
+            return []
+
+    def start(self) -> None:
+        self.run_once()
+        threading.Thread(target=self._run, name="echo-recovery", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.run_once()
+
+    def stop(self) -> None:
+        self._stop.set()

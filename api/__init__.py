@@ -24,6 +24,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     A missing or malformed setting raises ``api.settings.SettingsError`` naming it."""
     from api import errors, routes_books, routes_jobs, routes_meta, routes_metrics, routes_openai, routes_voices
     from api.queue import CeleryQueue
+    from api.request_limits import check_headers
     from api.services import Services
     from api.settings import ApiSettings
     from api.voices_service import register_operator_voices
@@ -57,6 +58,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["echo"] = s
     errors.register_error_handlers(app)
+    app.before_request(check_headers)  # before any blueprint's (authentication included)
     for bp in (routes_jobs.bp, routes_books.bp, routes_voices.bp, routes_meta.bp, routes_openai.bp, routes_metrics.bp):
         app.register_blueprint(bp)
     # the API writes at start only to register operator voices: then it, like the worker, makes

@@ -1,7 +1,8 @@
 """``python -m api --bind HOST:PORT [--workers N] [--threads N]``: serve ``api.wsgi:app`` with gunicorn.
 
 The settings are checked before gunicorn starts, so a missing or malformed one stops the process with
-a message that names it (exit status 2).
+a message that names it (exit status 2). gunicorn's header limits are raised so that the app answers
+oversized headers itself, with the JSON envelope (:mod:`api.request_limits`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
+    from api.request_limits import GUNICORN_FIELD_SIZE, GUNICORN_FIELDS
     from api.settings import ApiSettings, SettingsError
 
     try:
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             "loglevel": args.log_level,
             "accesslog": "-",
             "errorlog": "-",
+            # generous, so that Flask sees oversized headers and answers them with the JSON envelope
+            "limit_request_field_size": GUNICORN_FIELD_SIZE,
+            "limit_request_fields": GUNICORN_FIELDS,
         }
     ).run()
     return 0

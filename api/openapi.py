@@ -26,13 +26,17 @@ _MODELS = (
     book_schemas.BookList,
 )
 _ERRORS = {
+    "400": "The body is not a JSON object",
     "401": "Missing or unknown API key",
     "404": "Unknown id, or another key's",
     "409": "The job was canceled, or the object's state does not allow this",
-    "504": "The job did not finish within ECHO_SPEECH_TIMEOUT_S (details.job_id)",
+    "410": "The result expired from storage",
     "413": "A limit was exceeded (the message names the setting)",
     "415": "Unsupported content type (the message says which to send)",
     "422": "Invalid field (named)",
+    "431": "A header field or all header fields together are too large (the message names the limit)",
+    "503": "Not ready, or Redis, storage or the queue is unavailable (details say which)",
+    "504": "The job did not finish within ECHO_SPEECH_TIMEOUT_S (details.job_id)",
 }
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -50,7 +54,7 @@ def _op(
 ) -> dict[str, Any]:
     status, description, model = ok
     responses = {status: _json(model, description) if model else {"description": description}}
-    responses |= {code: _json("ErrorEnvelope", _ERRORS[code]) for code in errors}
+    responses |= {code: _json("ErrorEnvelope", _ERRORS[code]) for code in (*errors, "431")}  # 431: any route
     return {"summary": summary, "responses": responses, **extra}
 
 
@@ -163,7 +167,7 @@ def _speech_op() -> dict[str, Any]:
     op = _op(
         "OpenAI-compatible synchronous speech (a job on the queue, waited for)",
         ("200", "The audio (X-Job-Id, X-Seed, X-Audio-Sample-Rate headers)", None),
-        errors=("401", "404", "409", "413", "422", "504"),
+        errors=("400", "401", "404", "409", "413", "415", "422", "504"),
         requestBody={"required": True, "content": {"application/json": {"schema": _ref("SpeechCreate")}}},
     )
     op["responses"]["200"]["content"] = {
@@ -189,7 +193,7 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Submit a synthesis job",
                 ("202", "Queued (Location: the job)", "Job"),
-                errors=("401", "413", "422"),
+                errors=("400", "401", "409", "413", "415", "422"),
                 parameters=[idem],
                 requestBody=_job_body(),
             ),
@@ -209,13 +213,18 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/v1/jobs/{id}/audio": {
-            "get": _op("Download", ("302", "Redirect to a presigned URL (or the bytes)", None), parameters=[_ID])
+            "get": _op(
+                "Download (409 until the job succeeded; 410 once the audio expired)",
+                ("302", "Redirect to a presigned URL (or the bytes)", None),
+                errors=("401", "404", "409", "410"),
+                parameters=[_ID],
+            )
         },
         "/v1/voices": {
             "post": _op(
                 "Upload a reference voice",
                 ("202", "Pending encode", "Voice"),
-                errors=("401", "413", "422"),
+                errors=("401", "413", "415", "422"),
                 requestBody=_voice_body(),
             ),
             "get": _op("Own voices and operator voices", ("200", "Voices", "VoiceList"), errors=("401",)),
@@ -232,15 +241,16 @@ def _paths() -> dict[str, Any]:
                 "summary": "Prometheus metrics (text format 0.0.4); no key: firewall it",
                 "security": [],
                 "responses": {
-                    "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                    "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "431": _json("ErrorEnvelope", _ERRORS["431"]),
                 },
             }
         },
         "/readyz": {
             "get": _op(
                 "Readiness: Redis, storage, a live worker",
-                ("200", "Ready (503 otherwise)", "Readiness"),
-                errors=(),
+                ("200", "Ready", "Readiness"),
+                errors=("503",),
                 security=[],
             )
         },

@@ -29,6 +29,7 @@ def _override_field(bound: contract.OverrideBound) -> tuple[Any, Any]:
     note = " (null switches it off)" if bound.nullable else ""
     field = Field(
         None,
+        strict=True if bound.kind is int else None,  # true is not 1, "5" is not 5
         ge=bound.minimum,
         le=bound.maximum,
         description=f"{bound.name}: {bound.minimum}..{bound.maximum}{note}; absent = the preset's value",
@@ -49,6 +50,12 @@ else:
     )
 
 
+_RATES = (
+    f"wav, flac and pcm take the standard rates {', '.join(map(str, contract.STANDARD_RATES))}; "
+    "mp3 and aac their codecs' standard rates; opus is always 48000"
+)
+
+
 class JobCreate(_Strict):
     """POST /v1/jobs (a JSON body, or the same fields as multipart form fields plus ``speaker_audio``)."""
 
@@ -60,17 +67,19 @@ class JobCreate(_Strict):
     voice: str | None = Field(None, max_length=128, description="A stored voice id (GET /v1/voices)")
     preset: Preset = Field(contract.DEFAULT_PRESET, description="An upstream sampler preset")
     overrides: Overrides = Field(default_factory=Overrides, description="Bounded sampler overrides")
-    seed: int | None = Field(None, ge=0, lt=2**63, description="Recorded; random when absent")
+    seed: int | None = Field(None, strict=True, ge=0, lt=2**63, description="Recorded; random when absent")
     format: Format = Field(contract.DEFAULT_FORMAT, description="Output audio format")
     sample_rate: int | None = Field(
         None,
+        strict=True,
         ge=contract.MIN_OUTPUT_SAMPLE_RATE,
         le=contract.MAX_OUTPUT_SAMPLE_RATE,
-        description="Output sample rate (Hz); default the model's 44100; mp3 and aac "
-        "take their codecs' standard rates; opus is always 48000",
+        description=f"Output sample rate (Hz); default the model's 44100. {_RATES}",
     )
     metadata: dict[str, Any] = Field(
-        default_factory=dict, description="Opaque, echoed back (limit: ECHO_MAX_METADATA_BYTES)"
+        default_factory=dict,
+        description="Opaque, echoed back (limits: ECHO_MAX_METADATA_BYTES of JSON, "
+        f"nested at most MAX_METADATA_DEPTH={contract.MAX_METADATA_DEPTH} levels)",
     )
 
     @field_validator("text")
@@ -79,6 +88,14 @@ class JobCreate(_Strict):
         if not text.strip():
             raise ValueError("text must not be blank")
         return text
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _shallow(cls, value: Any) -> Any:
+        """Refuse deep nesting before pydantic walks (and later serialises) it."""
+        if isinstance(value, dict) and contract.json_depth(value) > contract.MAX_METADATA_DEPTH:
+            raise ValueError(f"nested more than MAX_METADATA_DEPTH={contract.MAX_METADATA_DEPTH} levels deep")
+        return value
 
 
 class JobProgress(BaseModel):
@@ -215,15 +232,16 @@ class SpeechCreate(_Strict):
     )
     stream_format: Literal["audio"] = Field("audio", description="Only audio (the whole file); sse is not offered")
     seed: int | None = Field(
-        None, ge=0, lt=2**63, description="Extension: recorded; random when absent (answered in X-Seed)"
+        None, strict=True, ge=0, lt=2**63, description="Extension: recorded; random when absent (answered in X-Seed)"
     )
     preset: Preset = Field(contract.DEFAULT_PRESET, description="Extension: an upstream sampler preset")
     overrides: Overrides = Field(default_factory=Overrides, description="Extension: bounded sampler overrides")
     sample_rate: int | None = Field(
         None,
+        strict=True,
         ge=contract.MIN_OUTPUT_SAMPLE_RATE,
         le=contract.MAX_OUTPUT_SAMPLE_RATE,
-        description="Extension: output rate (Hz), as for POST /v1/jobs",
+        description=f"Extension: output rate (Hz), as for POST /v1/jobs. {_RATES}",
     )
 
     @field_validator("voice", mode="before")

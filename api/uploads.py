@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +13,15 @@ from werkzeug.datastructures import FileStorage
 
 from api.errors import APIError, invalid
 from api.sniff import HEAD_BYTES, AudioKind, sniff_audio
+from jobs.contract import MAX_METADATA_DEPTH
 from jobs.errors import ErrorCode
 
 KNOWN_AUDIO = "WAV, FLAC, Ogg (Opus/Vorbis), MP3, AAC, MP4/M4A, AIFF or WebM"
+# Integers in request bodies: no field takes more than 19 digits (seeds are below 2**63), so a form
+# value of ASCII digits up to this length becomes an int and its range is checked by name; anything
+# else ("²", 5,000 digits) stays a string that the strict integer fields refuse by name.
+MAX_INT_DIGITS = 64
+_FORM_INT = re.compile(rf"-?[0-9]{{1,{MAX_INT_DIGITS}}}")
 
 
 @dataclass(frozen=True)
@@ -73,24 +80,72 @@ def form_fields(
     data: dict[str, Any] = {}
     for name, value in request.form.items():
         if name in json_fields:
-            try:
-                data[name] = json.loads(value) if value.strip() else None
-            except json.JSONDecodeError:
-                raise invalid(name, "must be JSON in a multipart form field") from None
-        elif name in int_fields and value.strip().lstrip("-").isdigit():
-            data[name] = int(value)
+            data[name] = _form_json(name, value)
+        elif name in int_fields and _FORM_INT.fullmatch(value.strip()):
+            data[name] = int(value.strip())
         else:
             data[name] = value
     return {k: v for k, v in data.items() if v is not None}
 
 
+class _IntegerTooLong(ValueError):
+    def __init__(self, digits: int) -> None:
+        super().__init__(f"an integer of {digits} digits")
+        self.digits = digits
+
+
+def _bounded_int(text: str) -> int:
+    """``json.loads``' parse_int: refuses integers longer than MAX_INT_DIGITS before converting them."""
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _IntegerTooLong(digits)
+    return int(text)
+
+
+def _too_long(field: str, exc: _IntegerTooLong) -> APIError:
+    return APIError(
+        422,
+        ErrorCode.INVALID_REQUEST,
+        f"{field}: holds an integer of {exc.digits} digits; integers are limited to {MAX_INT_DIGITS} digits",
+        {"errors": [{"field": field, "message": f"integer longer than {MAX_INT_DIGITS} digits"}]},
+    )
+
+
+def _too_deep(field: str) -> APIError:
+    return APIError(
+        422,
+        ErrorCode.INVALID_REQUEST,
+        f"{field}: JSON nested too deeply to parse (metadata takes at most {MAX_METADATA_DEPTH} levels)",
+        {"errors": [{"field": field, "message": "nested too deeply"}], "max_depth": MAX_METADATA_DEPTH},
+    )
+
+
+def _form_json(name: str, value: str) -> Any:
+    """A JSON-valued form field (None when blank); 422 naming it when it is not JSON."""
+    try:
+        return json.loads(value, parse_int=_bounded_int) if value.strip() else None
+    except _IntegerTooLong as exc:
+        raise _too_long(name, exc) from None
+    except RecursionError:
+        raise _too_deep(name) from None
+    except ValueError:
+        raise invalid(name, "must be JSON in a multipart form field") from None
+
+
 def json_body() -> dict[str, Any]:
-    """The JSON object body, or a 400/415 envelope."""
+    """The JSON object body, or a 400/415/422 envelope (422 for integers or nesting no field can take)."""
     if not request.is_json:
         raise APIError(
             415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send application/json (or multipart/form-data where allowed)"
         )
-    data = request.get_json(silent=True)
+    try:
+        data = json.loads(request.get_data(cache=True), parse_int=_bounded_int)
+    except _IntegerTooLong as exc:
+        raise _too_long("body", exc) from None
+    except RecursionError:
+        raise _too_deep("body") from None
+    except ValueError:  # not JSON, or not UTF-8
+        data = None
     if not isinstance(data, dict):
         raise APIError(400, ErrorCode.INVALID_JSON, "the body is not a JSON object")
     return data

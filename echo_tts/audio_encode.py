@@ -22,6 +22,7 @@ padding, so their decoded length differs from the input by up to a few thousand 
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -107,10 +108,63 @@ def output_sample_rate(fmt: str, sample_rate: int, out_sample_rate: int | None =
 
 
 def resample(samples: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Tensor:
-    """``torchaudio.functional.resample`` at its defaults; identity when the rates match."""
-    if int(orig_freq) == int(new_freq):
+    """``torchaudio.functional.resample`` at its defaults; identity when the rates match.
+
+    torchaudio builds one filter per output phase: ``new/gcd × (orig/gcd + 2·width)`` taps, which for
+    coprime rates (44100 → 44101) is billions of floats. Past :data:`MAX_KERNEL_TAPS` the same
+    windowed-sinc filter is evaluated per output sample instead (:func:`_resample_direct`): memory
+    bounded by a chunk, time linear in the longer of input and output.
+    """
+    orig, new = int(orig_freq), int(new_freq)
+    if orig == new:
         return samples
-    return AF.resample(samples, int(orig_freq), int(new_freq))
+    if orig <= 0 or new <= 0:
+        raise InvalidInput(f"sample rates must be positive, got {orig} -> {new}")
+    if _kernel_taps(orig, new) <= MAX_KERNEL_TAPS:
+        return AF.resample(samples, orig, new)
+    return _resample_direct(samples, orig, new)
+
+
+# torchaudio's defaults (lowpass_filter_width=6, rolloff=0.99, sinc_interp_hann), evaluated directly
+_ZERO_CROSSINGS, _ROLLOFF = 6, 0.99
+MAX_KERNEL_TAPS = 1 << 20  # torchaudio's table above this (4 MiB of float32): every standard pair is far below
+_CHUNK_TAPS = 1 << 21  # output samples x filter taps evaluated at a time by _resample_direct
+
+
+def _reduced(orig: int, new: int) -> tuple[int, int, float, int]:
+    """(orig/gcd, new/gcd, cutoff, half-width in input samples) as torchaudio computes them."""
+    gcd = math.gcd(orig, new)
+    o, n = orig // gcd, new // gcd
+    base = min(o, n) * _ROLLOFF
+    return o, n, base, math.ceil(_ZERO_CROSSINGS * o / base)
+
+
+def _kernel_taps(orig: int, new: int) -> int:
+    """How many filter taps ``torchaudio.functional.resample`` would hold in memory at once."""
+    o, n, _, width = _reduced(orig, new)
+    return n * (o + 2 * width)
+
+
+def _resample_direct(samples: torch.Tensor, orig: int, new: int) -> torch.Tensor:
+    """torchaudio's filter, evaluated per output sample over the ``2·width + 2`` inputs around it."""
+    o, n, base, width = _reduced(orig, new)
+    length = samples.shape[-1]
+    out_len = math.ceil(n * length / o)
+    flat = samples.reshape(-1, length).to(torch.float32)  # (B, N)
+    padded = torch.nn.functional.pad(flat, (width + 1, width + 1))  # zeros past both ends, as torchaudio
+    offsets = torch.arange(-width, width + 2, device=samples.device)  # (T,) around floor(j·o/n)
+    out = torch.empty(flat.shape[0], out_len, dtype=torch.float32, device=samples.device)  # (B, M)
+    chunk = max(1, _CHUNK_TAPS // offsets.numel())
+    for start in range(0, out_len, chunk):
+        j = torch.arange(start, min(start + chunk, out_len), device=samples.device)  # (J,) output indices
+        i = (j * o).div(n, rounding_mode="floor")[:, None] + offsets  # (J, T) input indices
+        # i/o - j/n as an exact integer over o·n (no float error for long inputs), then in zero crossings
+        t = ((i * n - (j * o)[:, None]).to(torch.float32) * (base / (o * n))).clamp_(-_ZERO_CROSSINGS, _ZERO_CROSSINGS)
+        window = torch.cos(t * (math.pi / _ZERO_CROSSINGS / 2)).square_()  # (J, T) Hann
+        t.mul_(math.pi)
+        taps = torch.where(t == 0, 1.0, torch.sin(t) / t).mul_(window).mul_(base / o)  # (J, T)
+        out[:, start : start + j.numel()] = (padded[:, i + width + 1] * taps).sum(-1)  # (B, J)
+    return out.to(samples.dtype).reshape(*samples.shape[:-1], out_len)
 
 
 def _as_mono_float32(samples: np.ndarray | torch.Tensor) -> np.ndarray:

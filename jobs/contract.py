@@ -74,14 +74,19 @@ class OutputFormat:
 
 _MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 _AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
-# Must agree with echo_tts.audio.AUDIO_FORMATS (tests/service/test_contract.py checks it).
+# What wav, flac and pcm are offered at: the standard rates. The encoder could write any rate, but
+# an odd one (22051, 85847) is nobody's playback rate and costs a resample with a filter per output
+# sample; the contract accepts only these, on /v1/jobs, /v1/audio/speech and in the worker alike.
+STANDARD_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
+# Names, extensions and content types agree with echo_tts.audio.AUDIO_FORMATS, and every rate offered
+# here is one the encoder takes (tests/service/test_contract.py checks both).
 OUTPUT_FORMATS: dict[str, OutputFormat] = {
-    "wav": OutputFormat("wav", "audio/wav"),
-    "flac": OutputFormat("flac", "audio/flac"),
+    "wav": OutputFormat("wav", "audio/wav", STANDARD_RATES),
+    "flac": OutputFormat("flac", "audio/flac", STANDARD_RATES),
     "mp3": OutputFormat("mp3", "audio/mpeg", _MP3_RATES),
     "opus": OutputFormat("opus", "audio/ogg; codecs=opus", (48000,)),  # always written at 48 kHz
     "aac": OutputFormat("m4a", "audio/mp4", _AAC_RATES),  # AAC in an MP4 container
-    "pcm": OutputFormat("pcm", "audio/L16"),  # raw 16-bit little-endian mono
+    "pcm": OutputFormat("pcm", "audio/L16", STANDARD_RATES),  # raw 16-bit little-endian mono
 }
 DEFAULT_FORMAT = "wav"
 
@@ -139,6 +144,33 @@ OVERRIDE_BOUNDS: dict[str, OverrideBound] = {
 OVERRIDE_NAMES = tuple(OVERRIDE_BOUNDS)
 
 MIN_OUTPUT_SAMPLE_RATE, MAX_OUTPUT_SAMPLE_RATE = 8000, 96000
+# How deeply a request's ``metadata`` may nest (objects and arrays); deeper JSON is refused by name
+# before anything serialises it (pydantic's serialiser gives up past about 255 levels).
+MAX_METADATA_DEPTH = 32
+
+
+def json_depth(value: object) -> int:
+    """How many objects and arrays ``value`` nests (0 for a scalar), counted up to MAX_METADATA_DEPTH + 1
+    (enough to refuse it); iterative, so any depth is safe to ask about."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list | tuple) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_METADATA_DEPTH:  # enough to know it is too deep: stop walking
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def metadata_errors(metadata: object) -> list[str]:
+    """Problems with a request's ``metadata``: not an object, or nested deeper than MAX_METADATA_DEPTH."""
+    if not isinstance(metadata, dict):
+        return ["metadata must be a JSON object"]
+    if json_depth(metadata) > MAX_METADATA_DEPTH:
+        return [f"metadata is nested more than MAX_METADATA_DEPTH={MAX_METADATA_DEPTH} levels deep"]
+    return []
 
 
 class ContractError(ServiceError, ValueError):
@@ -159,14 +191,16 @@ def override_errors(overrides: dict[str, Any]) -> list[str]:
 
 
 def sample_rate_errors(fmt: str, rate: object) -> list[str]:
-    """Problems with an output ``sample_rate`` for ``fmt`` (opus ignores it: always 48 kHz)."""
+    """Problems with an output ``sample_rate`` for ``fmt`` (opus ignores it: always 48 kHz); a
+    refused rate's message lists the format's valid rates."""
     if isinstance(rate, bool) or not isinstance(rate, int):
         return ["sample_rate must be an integer"]
+    spec = OUTPUT_FORMATS.get(fmt)
+    valid = spec.sample_rates if spec and fmt != "opus" else None
+    if valid and rate not in valid:
+        return [f"{fmt} cannot be written at {rate} Hz (sample_rate); valid rates: {', '.join(map(str, valid))}"]
     if not MIN_OUTPUT_SAMPLE_RATE <= rate <= MAX_OUTPUT_SAMPLE_RATE:
         return [f"sample_rate must be between {MIN_OUTPUT_SAMPLE_RATE} and {MAX_OUTPUT_SAMPLE_RATE}, got {rate}"]
-    spec = OUTPUT_FORMATS.get(fmt)
-    if spec and spec.sample_rates and fmt != "opus" and rate not in spec.sample_rates:
-        return [f"{fmt} cannot be written at {rate} Hz; valid rates: {', '.join(map(str, spec.sample_rates))}"]
     return []
 
 
@@ -209,6 +243,7 @@ class SynthesisRequest:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             problems.append("seed must be an integer in [0, 2**63)")
         problems += override_errors(self.overrides)
+        problems += metadata_errors(self.metadata)
         if problems:
             raise ContractError("; ".join(problems))
 

@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     NOT_READY = "not_ready"  # 409: audio of a job that has not succeeded
     AUDIO_GONE = "audio_gone"  # 410: the result expired from storage
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    HEADERS_TOO_LARGE = "headers_too_large"  # 431: a header field too long, or too many of them
     METADATA_TOO_LARGE = "metadata_too_large"
     REFERENCE_TOO_LONG = "reference_too_long"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"

@@ -9,6 +9,7 @@ Only the three settings modules read the environment.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,39 @@ def read_book_ttl_s(env: Mapping[str, str]) -> int:
     return positive_int(env, "ECHO_BOOK_TTL_S", DEFAULT_BOOK_TTL_S)
 
 
+# S3 bucket naming rules (general purpose buckets): 3-63 characters of lowercase letters, digits, dots
+# and hyphens, starting and ending with a letter or digit; no "..", not an IPv4 address, and none of
+# the prefixes and suffixes S3 reserves.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", "--table-s3", ".mrap")
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid S3 bucket name, or None when it is."""
+    if not 3 <= len(name) <= 63:
+        return f"must be 3 to 63 characters long, not {len(name)}"
+    if not _BUCKET_NAME.fullmatch(name):
+        return "may hold only lowercase letters, digits, '.' and '-', and must start and end with a letter or digit"
+    if ".." in name:
+        return "must not hold two adjacent dots"
+    if _IPV4.fullmatch(name):
+        return "must not be formatted as an IP address"
+    if name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
+        return "uses a prefix or suffix that S3 reserves"
+    return None
+
+
+def read_bucket(env: Mapping[str, str], *, s3: bool) -> str:
+    """ECHO_S3_BUCKET (default echo-tts); checked against S3's naming rules when S3 is used."""
+    bucket = get(env, "ECHO_S3_BUCKET", "echo-tts") or "echo-tts"
+    problem = bucket_name_problem(bucket) if s3 else None
+    if problem:
+        raise SettingsError(f"ECHO_S3_BUCKET={bucket!r} is not a valid S3 bucket name: it {problem}")
+    return bucket
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     """Where job audio, uploads and voices live: an S3 bucket, or a local directory.
@@ -161,7 +195,7 @@ class StorageSettings:
         return cls(
             endpoint_url=endpoint,
             public_endpoint_url=url(e, "ECHO_S3_PUBLIC_ENDPOINT_URL", ("http", "https"), required=False),
-            bucket=get(e, "ECHO_S3_BUCKET", "echo-tts") or "echo-tts",
+            bucket=read_bucket(e, s3=endpoint is not None),
             access_key_id=key_id,
             secret_access_key=secret,
             region=get(e, "AWS_DEFAULT_REGION", "us-east-1") or "us-east-1",

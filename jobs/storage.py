@@ -59,6 +59,10 @@ class ObjectNotFound(StorageError):
     code = ErrorCode.OBJECT_NOT_FOUND
 
 
+class BucketNotFound(StorageError):
+    """Raised when the bucket itself does not exist (a permanent storage error, not a missing key)."""
+
+
 CHUNK_BYTES = 1 << 16  # what a stream yields at a time
 
 
@@ -111,15 +115,21 @@ def _disposition(filename: str | None) -> dict[str, str]:
     return {"ContentDisposition": f'attachment; filename="{filename}"'} if filename else {}
 
 
+def _no_bucket(bucket: str) -> BucketNotFound:
+    return BucketNotFound(f"bucket {bucket!r} does not exist (ECHO_S3_BUCKET)")
+
+
 @contextmanager
-def _translated(key: str) -> Iterator[None]:
-    """Turn botocore errors into our named storage errors."""
+def _translated(key: str, bucket: str) -> Iterator[None]:
+    """Turn botocore errors on ``key`` of ``bucket`` into our named storage errors."""
     try:
         yield
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code == "NoSuchBucket":
+            raise _no_bucket(bucket) from None
         if code in _NOT_FOUND_CODES or status == 404:
             raise ObjectNotFound(f"no object {key!r}") from None
         if code in _TRANSIENT_CODES or status >= 500 or status == 429:
@@ -166,7 +176,7 @@ class S3Storage(Storage):
 
     def ensure_bucket(self) -> None:
         """Create the bucket when it is missing (idempotent)."""
-        with _translated(self.bucket):
+        with _translated(self.bucket, self.bucket):
             try:
                 self.client.head_bucket(Bucket=self.bucket)
                 return
@@ -181,8 +191,11 @@ class S3Storage(Storage):
                     raise
 
     def ping(self) -> None:
-        with _translated(self.bucket):
-            self.client.head_bucket(Bucket=self.bucket)
+        try:
+            with _translated(self.bucket, self.bucket):
+                self.client.head_bucket(Bucket=self.bucket)
+        except ObjectNotFound:  # HEAD answers a bare 404 (no error code) for a missing bucket
+            raise _no_bucket(self.bucket) from None
 
     def exists(self, key: str) -> bool:
         try:
@@ -192,30 +205,30 @@ class S3Storage(Storage):
         return True
 
     def size(self, key: str) -> int:
-        with _translated(key):
+        with _translated(key, self.bucket):
             return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
 
     def head(self, key: str) -> dict[str, Any]:
-        with _translated(key):
+        with _translated(key, self.bucket):
             return dict(self.client.head_object(Bucket=self.bucket, Key=key))
 
     def get_bytes(self, key: str) -> bytes:
-        with _translated(key):
+        with _translated(key, self.bucket):
             return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def open(self, key: str) -> StoredObject:
-        with _translated(key):
+        with _translated(key, self.bucket):
             obj = self.client.get_object(Bucket=self.bucket, Key=key)
         body = obj["Body"]
 
         def chunks() -> Iterator[bytes]:
-            with _translated(key):
+            with _translated(key, self.bucket):
                 yield from body.iter_chunks(CHUNK_BYTES)
 
         return StoredObject(key, int(obj["ContentLength"]), chunks(), body.close)
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str, filename: str | None = None) -> None:
-        with _translated(key):
+        with _translated(key, self.bucket):
             self.client.put_object(
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **_disposition(filename)
             )
@@ -223,18 +236,18 @@ class S3Storage(Storage):
     def put_file(self, key: str, fileobj: IO[bytes], *, content_type: str, filename: str | None = None) -> None:
         """Upload a file object; multipart above the configured threshold."""
         extra = {"ContentType": content_type, **_disposition(filename)}
-        with _translated(key):
+        with _translated(key, self.bucket):
             self.client.upload_fileobj(fileobj, self.bucket, key, ExtraArgs=extra, Config=self.transfer)
 
     def list_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
-        with _translated(prefix):
+        with _translated(prefix, self.bucket):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 keys += [item["Key"] for item in page.get("Contents", [])]
         return keys
 
     def delete(self, key: str) -> None:
-        with _translated(key):
+        with _translated(key, self.bucket):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def presign(self, key: str, *, filename: str | None = None, expires_s: int | None = None) -> str | None:
@@ -242,7 +255,7 @@ class S3Storage(Storage):
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
-        with _translated(key):
+        with _translated(key, self.bucket):
             return str(
                 self.presign_client.generate_presigned_url(
                     "get_object", Params=params, ExpiresIn=expires_s or self.settings.presign_expires_s

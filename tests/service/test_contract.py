@@ -17,6 +17,13 @@ def _request(**changes: object) -> SynthesisRequest:
     return SynthesisRequest(**values)  # type: ignore[arg-type]
 
 
+def _nested(levels: int) -> dict:
+    value: dict = {}
+    for _ in range(levels - 1):
+        value = {"k": value}
+    return value
+
+
 def test_a_request_round_trips_through_a_plain_dict() -> None:
     # Given a request with every optional field set
     request = _request(
@@ -47,7 +54,11 @@ def test_a_request_round_trips_through_a_plain_dict() -> None:
         ({"voice_id": "v", "speaker_key": "uploads/j1/speaker.wav"}, "voice_id"),
         ({"sample_rate": 4000}, "sample_rate"),
         ({"format": "mp3", "sample_rate": 96000}, "96000"),
+        ({"format": "wav", "sample_rate": 22051}, r"sample_rate.*valid rates: 8000, 11025.*22050"),
+        ({"format": "pcm", "sample_rate": 85847}, "sample_rate"),
         ({"seed": -1}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"metadata": _nested(contract.MAX_METADATA_DEPTH + 1)}, "MAX_METADATA_DEPTH=32"),
     ],
 )
 def test_a_request_breaking_the_contract_is_refused_with_the_field_named(changes: dict, named: str) -> None:
@@ -120,16 +131,27 @@ def test_override_names_are_sampler_config_fields() -> None:
     assert set(contract.OVERRIDE_NAMES) <= fields
 
 
+def test_metadata_nested_to_the_limit_is_accepted_and_depth_is_counted_without_recursion() -> None:
+    # Given metadata exactly MAX_METADATA_DEPTH levels deep, and a list nested far past Python's recursion limit
+    at_limit = _nested(contract.MAX_METADATA_DEPTH)
+    very_deep: list = []
+    for _ in range(100_000):
+        very_deep = [very_deep]
+    # When their depth is asked, Then the first passes and the second is counted just past the limit
+    assert contract.json_depth(at_limit) == contract.MAX_METADATA_DEPTH
+    assert SynthesisRequest.from_dict(_request(metadata=at_limit).to_dict()).metadata == at_limit
+    assert contract.json_depth(very_deep) == contract.MAX_METADATA_DEPTH + 1
+    assert contract.json_depth("text") == 0 and contract.json_depth({}) == 1
+
+
 def test_output_formats_agree_with_the_audio_encoder() -> None:
     # Given the model library's encoder formats
     from echo_tts.audio import AUDIO_FORMATS
 
-    # Then names, extensions, content types and allowed rates are the same
+    # Then names, extensions and content types are the same, and every rate the contract offers the encoder takes
     assert set(contract.OUTPUT_FORMATS) == set(AUDIO_FORMATS)
     for name, ours in contract.OUTPUT_FORMATS.items():
         theirs = AUDIO_FORMATS[name]
-        assert (ours.extension, ours.content_type, ours.sample_rates) == (
-            theirs.extension,
-            theirs.content_type,
-            theirs.sample_rates,
-        ), name
+        assert (ours.extension, ours.content_type) == (theirs.extension, theirs.content_type), name
+        assert ours.sample_rates is not None, f"{name}: the contract offers a fixed list of rates"
+        assert theirs.sample_rates is None or set(ours.sample_rates) <= set(theirs.sample_rates), name

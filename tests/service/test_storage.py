@@ -11,7 +11,15 @@ import pytest
 import requests
 
 from jobs.settings import SettingsError, StorageSettings
-from jobs.storage import LocalStorage, ObjectNotFound, S3Storage, StorageError, TransientStorageError, open_storage
+from jobs.storage import (
+    BucketNotFound,
+    LocalStorage,
+    ObjectNotFound,
+    S3Storage,
+    StorageError,
+    TransientStorageError,
+    open_storage,
+)
 
 
 def test_the_bucket_is_created_when_missing_and_creation_is_idempotent(storage_settings: StorageSettings) -> None:
@@ -47,6 +55,29 @@ def test_missing_objects_raise_object_not_found(storage_settings: StorageSetting
     with pytest.raises(ObjectNotFound):
         storage.get_bytes("jobs/nope/audio.wav")
     assert storage.exists("jobs/nope/audio.wav") is False
+
+
+def test_a_missing_bucket_is_a_storage_error_naming_the_bucket_not_a_missing_object(
+    storage_settings: StorageSettings,
+) -> None:
+    # Given a bucket that does not exist on the S3 server
+    storage = S3Storage(storage_settings)
+    bucket = storage_settings.bucket
+    # When an object is put, read, uploaded as a file and listed, and the bucket is pinged
+    calls = {
+        "put_bytes": lambda: storage.put_bytes("jobs/j1/result.json", b"{}", content_type="application/json"),
+        "get_bytes": lambda: storage.get_bytes("jobs/j1/audio.wav"),
+        "put_file": lambda: storage.put_file("jobs/j1/audio.wav", io.BytesIO(b"x"), content_type="audio/wav"),
+        "list_keys": lambda: storage.list_keys("jobs/"),
+        "ping": storage.ping,
+    }
+    for name, call in calls.items():
+        with pytest.raises(StorageError) as caught:
+            call()
+        # Then each is a permanent storage error that names the bucket and the setting, never a missing key
+        assert isinstance(caught.value, BucketNotFound) and not isinstance(caught.value, ObjectNotFound), name
+        assert f"bucket {bucket!r} does not exist" in str(caught.value) and "ECHO_S3_BUCKET" in str(caught.value)
+        assert caught.value.code == "storage_error" and "jobs/" not in str(caught.value), name
 
 
 def test_large_files_go_up_as_multipart(storage_settings: StorageSettings) -> None:
@@ -118,9 +149,22 @@ def test_local_storage_keeps_the_same_layout_and_does_not_presign(tmp_path: Path
         ({"ECHO_PRESIGN_EXPIRES_S": "999999"}, "ECHO_PRESIGN_EXPIRES_S"),
         ({"ECHO_S3_MULTIPART_CHUNKSIZE": "1024"}, "ECHO_S3_MULTIPART_CHUNKSIZE"),
         ({"ECHO_S3_MULTIPART_THRESHOLD": "lots"}, "ECHO_S3_MULTIPART_THRESHOLD"),
+        *(
+            ({"ECHO_S3_ENDPOINT_URL": "http://minio:9000", "ECHO_S3_BUCKET": bad}, r"ECHO_S3_BUCKET=.*not a valid")
+            for bad in ("qa", "a" * 64, "Echo-TTS", "echo_tts", "-echo", "echo..tts", "192.168.0.1", "xn--echo")
+        ),
     ],
 )
 def test_malformed_storage_settings_are_refused_naming_the_variable(env: dict[str, str], named: str) -> None:
     # Given a malformed storage setting, When settings are read, Then the error names it
     with pytest.raises(SettingsError, match=named):
         StorageSettings.from_env(env)
+
+
+def test_a_bucket_name_is_checked_only_when_s3_is_used() -> None:
+    # Given valid S3 names, and a short name with no S3 endpoint (the local directory has no bucket)
+    for good in ("echo-tts", "my.bucket.2024", "abc", "a" * 63):
+        env = {"ECHO_S3_ENDPOINT_URL": "http://minio:9000", "ECHO_S3_BUCKET": good}
+        # When settings are read, Then the name is kept
+        assert StorageSettings.from_env(env).bucket == good
+    assert StorageSettings.from_env({"ECHO_S3_BUCKET": "qa"}).backend == "local"

@@ -48,6 +48,16 @@ def test_a_malformed_setting_stops_the_worker_naming_it(redis_url: str) -> None:
     assert done.returncode == 2 and "ECHO_BATCH_SIZE" in done.stderr
 
 
+def test_an_invalid_bucket_name_stops_the_worker_naming_the_setting(redis_url: str, s3_endpoint: str) -> None:
+    # Given an S3 endpoint and a bucket name S3 refuses (two characters; 3 to 63 are allowed)
+    env = process_env({"ECHO_REDIS_URL": redis_url, "ECHO_S3_ENDPOINT_URL": s3_endpoint, "ECHO_S3_BUCKET": "qa"})
+    # When the worker starts
+    done = subprocess.run([PYTHON, "-m", "worker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    # Then it exits at once with status 2, naming the setting and without a traceback
+    assert done.returncode == 2 and "ECHO_S3_BUCKET" in done.stderr, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
 def test_a_worker_whose_model_cannot_load_exits_non_zero(redis_url: str, tmp_path: object) -> None:
     # Given a model directory without weights
     env = process_env(

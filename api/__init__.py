@@ -31,7 +31,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from jobs.bookstore import BookStore
     from jobs.jobstore import JobStore
     from jobs.request_counts import RequestCounts
-    from jobs.storage import open_storage
+    from jobs.storage import StorageError, open_storage
     from jobs.voicestore import VoiceStore
 
     config = dict(test_config or {})
@@ -61,10 +61,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(check_headers)  # before any blueprint's (authentication included)
     for bp in (routes_jobs.bp, routes_books.bp, routes_voices.bp, routes_meta.bp, routes_openai.bp, routes_metrics.bp):
         app.register_blueprint(bp)
-    # the API writes at start only to register operator voices: then it, like the worker, makes
-    # the bucket when missing (the stack may start the API before any worker has run)
-    if s.storage.backend == "local" or settings.voices_dir is not None:
+    # like the worker, the API makes the bucket when missing: the stack may start the API before any
+    # worker has run, and uploads (voices, one-shot references, books) go straight to storage. Storage
+    # that is down at start is not fatal (readyz says so) unless operator voices must be stored now.
+    try:
         s.storage.ensure_bucket()
+    except StorageError as exc:
+        if settings.voices_dir is not None:
+            raise
+        log.warning("storage unavailable at start (the bucket could not be checked or made): %s", exc)
     if settings.voices_dir is not None:
         register_operator_voices(s, settings.voices_dir)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,14 +44,30 @@ def test_readyz_is_503_without_a_worker_and_200_with_a_heartbeat(api: ApiServer,
 def test_readyz_is_503_naming_storage_when_the_bucket_is_unreachable(
     launch_api: Callable[..., ApiServer], api_env: dict[str, str], api_redis_url: str, redis_client: redis.Redis
 ) -> None:
-    # Given an API whose bucket does not exist, and a live worker
+    # Given an API whose bucket was deleted after it started (it makes a missing one at start), and a
+    # live worker
     api = launch_api({**api_env, "ECHO_S3_BUCKET": "no-such-bucket"})
+    api.s3().delete_bucket(Bucket="no-such-bucket")
     JobStore.from_url(api_redis_url).heartbeat("gpu0@host")
     # When readiness is asked, Then storage is named as failing, and its check names the missing bucket
     response = api.call("GET", "/readyz", as_=None)
     assert response.status_code == 503 and "storage" in response.json()["error"]["message"]
     storage_check = response.json()["error"]["details"]["checks"]["storage"]
     assert "bucket 'no-such-bucket' does not exist" in storage_check and "no object" not in storage_check
+
+
+def test_the_api_makes_a_missing_bucket_at_start_so_uploads_work_before_any_worker(
+    launch_api: Callable[..., ApiServer], api_env: dict[str, str], redis_client: redis.Redis
+) -> None:
+    # Given an S3 endpoint without the configured bucket, and no worker ever started
+    bucket = f"fresh-{uuid.uuid4().hex[:10]}"
+    # When the API starts and a voice is uploaded
+    api = launch_api({**api_env, "ECHO_S3_BUCKET": bucket})
+    answer = api.call("POST", "/v1/voices", files={"file": ("ann.wav", wav_bytes())})
+    # Then the upload is accepted and its reference is in the bucket the API made
+    assert answer.status_code == 202, answer.text
+    keys = [o["Key"] for o in api.s3().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == [f"voices/{answer.json()['id']}/reference.wav"]
 
 
 def test_openapi_is_generated_from_the_validating_models(api: ApiServer) -> None:

@@ -114,7 +114,8 @@ def _limit(field: str, characters: int, limit: int) -> APIError:
 
 
 def _request(book_id: str, owner: str, options: BookOptions, book: Book) -> BookRequest:
-    voice_id = voices_service.resolve(owner, options.voice).id if options.voice else None
+    voice = voices_service.resolve(owner, options.voice) if options.voice else None
+    voice_id = voice.id if voice is not None else None
     if options.select_chapters is not None:
         try:
             book.select(options.select_chapters)

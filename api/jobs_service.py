@@ -72,7 +72,8 @@ def _check_limits(owner: str, body: JobCreate, upload: Upload | None) -> str | N
         raise invalid("sample_rate", rate_problems[0])
     if body.voice and upload:
         raise invalid("voice", "give either voice or speaker_audio, not both")
-    return voices_service.resolve(owner, body.voice).id if body.voice else None
+    record = voices_service.resolve(owner, body.voice) if body.voice else None
+    return record.id if record is not None else None
 
 
 def _synthesis_request(

@@ -64,7 +64,13 @@ class JobCreate(_Strict):
         description="Text to speak; longer than one generation is split at "
         "sentence boundaries and stitched (limit: ECHO_MAX_TEXT_CHARS)",
     )
-    voice: str | None = Field(None, max_length=128, description="A stored voice id (GET /v1/voices)")
+    voice: str | None = Field(
+        None,
+        max_length=128,
+        description="A voice by id or name: the caller's, or an operator voice's id, name or file name; an alias "
+        "(ECHO_VOICE_ALIASES, e.g. alloy); none for the model's own voice; an OpenAI voice name falls back "
+        "to ECHO_DEFAULT_VOICE when set. GET /v1/voices lists them",
+    )
     preset: Preset = Field(contract.DEFAULT_PRESET, description="An upstream sampler preset")
     overrides: Overrides = Field(default_factory=Overrides, description="Bounded sampler overrides")
     seed: int | None = Field(None, strict=True, ge=0, lt=2**63, description="Recorded; random when absent")
@@ -217,12 +223,18 @@ class SpeechCreate(_Strict):
         description="Text to speak (limit: ECHO_MAX_TEXT_CHARS); long text is split "
         "at sentence boundaries and stitched, never truncated",
     )
+    instructions: str | None = Field(
+        None,
+        max_length=4096,
+        description="Accepted and recorded (job metadata.instructions) so OpenAI clients that send it work; "
+        "Echo-TTS has no instruction input, so it does not change the audio",
+    )
     voice: str = Field(
         min_length=1,
         max_length=128,
-        description="A stored voice id of the caller, or an operator "
-        "voice's id or file name (GET /v1/voices); "
-        '{"id": ...} is accepted too',
+        description="A voice by id or name: the caller's, or an operator voice's id, name or file name; an alias "
+        "(ECHO_VOICE_ALIASES, e.g. alloy); none for the model's own voice; an OpenAI voice name falls back "
+        'to ECHO_DEFAULT_VOICE when set. GET /v1/voices lists them; {"id": ...} is accepted too',
     )
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = Field(
         "mp3", description="aac is AAC in MP4 (.m4a); pcm is raw 16-bit LE mono at 24000 Hz unless sample_rate"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.settings import (
@@ -51,6 +51,19 @@ def parse_api_keys(raw: str) -> dict[str, str]:
     return keys
 
 
+def parse_voice_aliases(raw: str) -> dict[str, str]:
+    """``alloy=narrator,nova=voice_…`` → ``{"alloy": "narrator", ...}`` (aliases compared without case)."""
+    aliases: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        alias, sep, target = (part.strip() for part in pair.partition("="))
+        if not sep or not alias or not target or any(c.isspace() for c in alias):
+            raise SettingsError(
+                f"ECHO_VOICE_ALIASES must be comma-separated alias=voice pairs (e.g. alloy=narrator); bad pair {pair!r}"
+            )
+        aliases[alias.casefold()] = target
+    return aliases
+
+
 def _queue_timeout(env: Mapping[str, str], job_ttl_s: int) -> float:
     """ECHO_QUEUE_TIMEOUT_S: the queue deadline; it must not outlive the record that reports it."""
     value = positive(env, "ECHO_QUEUE_TIMEOUT_S", ApiSettings.queue_timeout_s)
@@ -74,6 +87,8 @@ class ApiSettings:
     job_ttl_s: int = DEFAULT_JOB_TTL_S  # record retention; the worker reads the same ECHO_JOB_TTL_S
     queue_timeout_s: float = 3600.0  # a job still queued this long after submission expires unrendered
     book_ttl_s: int = DEFAULT_BOOK_TTL_S  # audiobook record retention; the workers read the same setting
+    voice_aliases: dict[str, str] = field(default_factory=dict)  # lower-case alias -> voice id or name
+    default_voice: str | None = None  # what unknown OpenAI voice names use; None: they are 404
     max_book_chars: int = 2_000_000  # characters of text in one book (about 35 hours of speech)
     speech_timeout_s: float = 120.0  # how long POST /v1/audio/speech waits for its job before 504
 
@@ -99,4 +114,6 @@ class ApiSettings:
             speech_timeout_s=positive(e, "ECHO_SPEECH_TIMEOUT_S", cls.speech_timeout_s),
             book_ttl_s=read_book_ttl_s(e),
             max_book_chars=positive_int(e, "ECHO_MAX_BOOK_CHARS", cls.max_book_chars),
+            voice_aliases=parse_voice_aliases(get(e, "ECHO_VOICE_ALIASES") or ""),
+            default_voice=get(e, "ECHO_DEFAULT_VOICE"),
         )

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Response
 
-from api import jobs_service
+from api import jobs_service, voices_service
 from api.downloads import stream_object
 from api.errors import APIError
 from api.schemas import JobCreate, SpeechCreate
@@ -43,17 +43,19 @@ _FAILED_STATUS = {
 }
 
 
-def _voice_id(owner: str, voice: str) -> str:
-    """The caller's voice or an operator voice (by id, or by file name); anything else is 404."""
-    record = services().voices.find(voice, owner=owner)
-    if record is None:
+def _voice_id(owner: str, voice: str) -> str | None:
+    """The voice by id, name, file name, alias or ``none`` (voices_service.lookup); anything else is 404
+    listing the names this key can use."""
+    try:
+        record = voices_service.lookup(owner, voice)
+    except voices_service.VoiceNotFound as exc:
         raise APIError(
             404,
             ErrorCode.NOT_FOUND,
-            f"no voice {voice!r}; GET /v1/voices lists the voices this key can use",
-            {"id": voice, "field": "voice"},
-        )
-    return record.id
+            f"{exc.message}; GET /v1/voices lists them",
+            {"id": voice, "field": "voice", "usable": exc.usable},
+        ) from None
+    return record.id if record is not None else None
 
 
 def submit(owner: str, body: SpeechCreate, idempotency_key: str | None) -> JobRecord:
@@ -67,7 +69,8 @@ def submit(owner: str, body: SpeechCreate, idempotency_key: str | None) -> JobRe
         seed=body.seed,
         format=body.response_format,
         sample_rate=rate,
-        metadata={"endpoint": "/v1/audio/speech", "model": body.model},
+        metadata={"endpoint": "/v1/audio/speech", "model": body.model}
+        | ({"instructions": body.instructions} if body.instructions else {}),
     )
     record, _ = jobs_service.submit(owner, job, None, idempotency_key)
     return record

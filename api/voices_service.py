@@ -20,7 +20,7 @@ from api.services import Services, services
 from api.sniff import sniff_audio
 from api.uploads import form_fields, read_audio
 from jobs import contract
-from jobs.errors import ErrorCode
+from jobs.errors import ErrorCode, ServiceError
 from jobs.records import new_id
 from jobs.voicestore import VoiceRecord
 
@@ -50,12 +50,56 @@ def get_owned(owner: str, voice_id: str) -> VoiceRecord:
     return record
 
 
-def resolve(owner: str, voice: str) -> VoiceRecord:
-    """The voice a job names (an id, or an operator voice's file name), refused by field name."""
-    record = services().voices.find(voice, owner=owner)
+# OpenAI's speech voices: clients that speak its API send these. An operator alias maps any of them
+# (ECHO_VOICE_ALIASES), and unknown ones fall back to ECHO_DEFAULT_VOICE when that is set.
+OPENAI_VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
+)
+UNCONDITIONED = "none"  # the model's own voice, no reference
+
+
+class VoiceNotFound(ServiceError):
+    """Raised when a request names no voice this key can use; ``usable`` lists the names that work."""
+
+    code = ErrorCode.VOICE_NOT_FOUND
+
+    def __init__(self, voice: str, usable: list[str]) -> None:
+        shown = ", ".join(usable[:50]) + (" ..." if len(usable) > 50 else "")
+        super().__init__(f"no voice {voice!r}; usable: {shown}")
+        self.voice, self.usable = voice, usable
+
+
+def usable_names(owner: str) -> list[str]:
+    """What a request may name: 'none', the aliases, and the caller's and the operator's voices."""
+    s = services()
+    names = [UNCONDITIONED, *sorted(s.settings.voice_aliases)]
+    return names + [v.name or v.id for v in s.voices.list_voices(owner)]
+
+
+def lookup(owner: str, voice: str, *, fallback: bool = True) -> VoiceRecord | None:
+    """The voice a request names: an alias (ECHO_VOICE_ALIASES) is followed first; ``none`` is the
+    unconditioned voice (None); then the caller's voice or an operator voice by id, by name, or by file
+    name; an OpenAI voice name nothing else matched falls back to ECHO_DEFAULT_VOICE when set.
+    Raises VoiceNotFound listing the usable names."""
+    s = services()
+    name = s.settings.voice_aliases.get(voice.casefold(), voice)
+    if name.casefold() == UNCONDITIONED:
+        return None
+    record = s.voices.find(name, owner=owner) or s.voices.find_by_name(name, owner=owner)
+    if record is None and fallback and voice.casefold() in OPENAI_VOICES and s.settings.default_voice:
+        return lookup(owner, s.settings.default_voice, fallback=False)
     if record is None:
-        raise invalid("voice", f"no voice {voice!r}")
-    if record.status is contract.VoiceState.FAILED:
+        raise VoiceNotFound(voice, usable_names(owner))
+    return record
+
+
+def resolve(owner: str, voice: str) -> VoiceRecord | None:
+    """The voice a job or book names (see :func:`lookup`), refused by field name (422)."""
+    try:
+        record = lookup(owner, voice)
+    except VoiceNotFound as exc:
+        raise invalid("voice", exc.message, usable=exc.usable) from None
+    if record is not None and record.status is contract.VoiceState.FAILED:
         raise invalid("voice", f"voice {voice!r} failed to encode; upload it again")
     return record
 

@@ -157,6 +157,15 @@ class VoiceStore:
         file name (``narrator.wav`` names ``narrator``). None when nothing matches."""
         return self.get(voice, owner=owner) or (self.get(PurePath(voice).stem, owner=owner) if "." in voice else None)
 
+    def find_by_name(self, name: str, *, owner: str) -> VoiceRecord | None:
+        """``owner``'s voice, else an operator voice, whose name (or file name without extension) is
+        ``name``, ignoring case; the newest of the owner's wins."""
+        wanted = name.casefold()
+        for record in self.list_voices(owner):  # the owner's first, newest first, then the operator's
+            if wanted in (record.name.casefold(), PurePath(record.name).stem.casefold()):
+                return record
+        return None
+
     def list_voices(self, owner: str) -> list[VoiceRecord]:
         """``owner``'s voices, newest first, then the operator voices."""
         ids = self.r.zrevrange(self._index(owner), 0, -1) + self.r.zrange(self._index(OPERATOR_OWNER), 0, -1)

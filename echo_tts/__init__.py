@@ -39,6 +39,7 @@ from .errors import (
 )
 
 _LAZY = {
+    "CanvasPolicy": "canvas",
     "Pipeline": "pipeline",
     "SynthesisResult": "pipeline",
     "SpeakerLatents": "speaker",
@@ -93,6 +94,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from .audio import AUDIO_FORMATS, encode_audio, join_segments  # noqa: F401
     from .autoencoder import FishS1DAC  # noqa: F401
     from .autoencoder_weights import load_autoencoder  # noqa: F401
+    from .canvas import CanvasPolicy  # noqa: F401
     from .model import EchoDiT  # noqa: F401
     from .pca import PCAState  # noqa: F401
     from .pipeline import Pipeline, SynthesisResult  # noqa: F401

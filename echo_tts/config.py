@@ -25,6 +25,7 @@ MAX_SPEAKER_LATENT_LENGTH = 6400  # reference latents, the training maximum (297
 SPEAKER_CHUNK_LATENTS = 640  # references are encoded in independent chunks of this many latents
 MAX_REFERENCE_SECONDS = 300.0  # load_audio reads at most this much of a reference file
 SPEAKER_PATCH_SIZE = 4  # latent frames per speaker token
+FLATTEN_WINDOW = 20  # end-of-speech scan (spec §6.7): frames per flat window, zero frames appended
 DEFAULT_PAUSE_S = 0.25  # silence put between the rendered pieces of a long text
 
 # --- the published weights (spec §1.4) -----------------------------------------------------

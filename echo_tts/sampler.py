@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import LATENT_DIM, SPEAKER_PATCH_SIZE, SamplerConfig
+from .config import FLATTEN_WINDOW, LATENT_DIM, SPEAKER_PATCH_SIZE, SamplerConfig
 from .errors import Cancelled, InvalidInput, InvalidSamplerConfig
 from .graphs import Forward, make_forward
 from .model import KVCache
@@ -28,8 +28,8 @@ Seeds = int | Sequence[int]
 
 INIT_SCALE = 0.999  # upstream scales the schedule so that rescaling can apply at the first step
 
-# spec §6.7: the end-of-speech heuristic on generated latents
-FLATTEN_WINDOW = 20  # frames per window; this many zero frames are appended before the scan
+# spec §6.7: the end-of-speech heuristic on generated latents; FLATTEN_WINDOW (20 frames per
+# window, as many zero frames appended before the scan) lives in config, torch-free
 FLATTEN_STD = 0.05  # window std (unbiased) must be below this ...
 FLATTEN_MEAN = 0.1  # ... and |window mean| below this
 

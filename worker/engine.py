@@ -128,6 +128,7 @@ def load_engine(settings: WorkerSettings) -> Engine:
         dtype=settings.dtype,
         ae_dtype=settings.ae_dtype,
         token=settings.hf_token,
+        canvas=settings.canvas,
     )
     engine = Engine(
         settings,

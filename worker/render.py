@@ -163,7 +163,9 @@ def render(
         done_before, steps_before = len(results), number * config.num_steps
 
         def progress(step: int, total: int, done_before: int = done_before, steps_before: int = steps_before) -> None:
-            overall = steps_before + step
+            # with fitted canvases a batch may take several sampler calls (retries at a larger canvas):
+            # ``total`` then grows past num_steps, so the batch's share is step / total
+            overall = steps_before + round(config.num_steps * step / max(total, 1))
             control.on_progress(ProgressReport(overall / total_steps, overall, total_steps, done_before, len(pieces)))
 
         try:
@@ -185,7 +187,14 @@ def render(
     rate = int(results[0].sample_rate)
     samples = join_segments([r.samples for r in results], rate, pause_s=pause_s)
     described = [
-        {"index": i, "seed": seeds[i], "chars": len(pieces[i]), "duration_s": round(r.samples.shape[0] / rate, 4)}
+        {
+            "index": i,
+            "seed": seeds[i],
+            "chars": len(pieces[i]),
+            "duration_s": round(r.samples.shape[0] / rate, 4),
+            # the canvas the kept render used, and how often a fitted one was too short
+            **{k: r.metadata[k] for k in ("canvas_latents", "canvas_retries") if k in r.metadata},
+        }
         for i, r in enumerate(results)
     ]
     return Rendered(

@@ -36,6 +36,7 @@ DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 # "render": loads the model, renders jobs and book segment groups (the GPU worker). "assemble": no model,
 # plans books and assembles chapters and the M4B on the CPU (its own queue, never the GPU's time).
 ROLES = ("render", "assemble")
+CANVASES = ("fixed", "auto")  # echo_tts.canvas: the upstream 640-latent canvas, or fitted to each text
 DEFAULT_QUEUES = {"render": QUEUES, "assemble": (QUEUE_ASSEMBLY,)}
 MAX_PIECE_BYTES = 762  # one generation: 768 tokens - BOS - "[S1] " (echo_tts.text.DEFAULT_SPLIT_BYTES)
 
@@ -70,6 +71,7 @@ class WorkerSettings:
     visibility_timeout_s: float = 3600.0
     job_ttl_s: int = DEFAULT_JOB_TTL_S
     batch_size: int = 4
+    canvas: str = "fixed"
     # Long text is split into pieces of at most this many UTF-8 bytes. The model fits whatever text
     # it gets into one ~30 s generation (longer text is spoken faster), so a piece should hold
     # ~20 s of speech: 300 bytes is ~20 s of English at ~15 characters/s. The ceiling is the
@@ -120,6 +122,7 @@ class WorkerSettings:
             visibility_timeout_s=visibility,
             job_ttl_s=read_job_ttl_s(e),
             batch_size=positive_int(e, "ECHO_BATCH_SIZE", 4),
+            canvas=choice(e, "ECHO_CANVAS", "fixed", CANVASES),
             max_piece_bytes=bounded_int(e, "ECHO_MAX_PIECE_BYTES", 300, low=32, high=MAX_PIECE_BYTES),
             segment_pause_s=parsed(e, "ECHO_SEGMENT_PAUSE_S", DEFAULT_PAUSE_S, float, "a number"),
             latents_cache_size=positive_int(e, "ECHO_LATENTS_CACHE_SIZE", 8),

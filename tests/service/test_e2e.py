@@ -195,3 +195,21 @@ def test_a_stored_voice_is_encoded_once_and_a_one_shot_reference_renders_too(
     storage = S3Storage(StorageSettings.from_env(service_env))
     assert storage.exists(f"voices/{voice_id}/latents.safetensors")
     assert worker.output().count(f"voice {voice_id} encoded") == 1
+
+
+def test_a_worker_with_fitted_canvases_renders_and_repeats_exactly(service_env: dict, start_worker, start_api) -> None:
+    # Given a worker with ECHO_CANVAS=auto (each piece's canvas fitted to its text)
+    env = service_env | {"ECHO_CANVAS": "auto"}
+    api = start_api(env)
+    start_worker(env)
+    # When the same short job is rendered twice
+    first, second = (finish(api, submit(api, format="wav")["id"]) for _ in range(2))
+    # Then both succeed with the same samples, and the record says which canvas each piece used
+    assert first["status"] == second["status"] == "succeeded", first["error"]
+    assert download(first) == download(second)
+    from jobs.jobstore import JobStore
+
+    record = JobStore.from_url(env["ECHO_REDIS_URL"]).get(first["id"])
+    assert record is not None and record.result is not None
+    (piece,) = record.result["pieces"]
+    assert piece["canvas_latents"] in (128, 192, 256, 320, 384, 448, 512, 640) and piece["canvas_retries"] >= 0

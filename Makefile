@@ -30,6 +30,12 @@ lint: install
 test: install redis-server lint
 	$(PY) -m pytest
 
+# `make reliability`: the long runs (at least 1,000 schemathesis requests against /v1/openapi.json);
+# ECHO_FUZZ_EXAMPLES sets the cases per operation (default 100).
+.PHONY: reliability
+reliability: install redis-server
+	ECHO_RELIABILITY=1 $(PY) -m pytest -m reliability -p no:cacheprovider
+
 # `make dev`: the whole service on this machine without Docker (redis-server, one worker on this
 # machine's device, the API on http://127.0.0.1:8000), local-directory storage unless
 # ECHO_S3_ENDPOINT_URL is set. `make dev-tiny` does the same on a tiny random checkpoint (CPU, no

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StrictInt, field_validator
 
 from api.schemas import ErrorBody, Overrides, Preset, Status, _Strict
 from jobs import books, contract
@@ -22,6 +22,7 @@ def _pause(name: str, what: str) -> Any:
     low, high = books.PAUSE_BOUNDS_S[name]
     return Field(
         None,
+        strict=True,  # false is not 0.0; 1 is still 1.0
         ge=low,
         le=high,
         description=f"Seconds of silence {what} (default {books.DEFAULT_PAUSES_S[name]:g}; {low:g}..{high:g})",
@@ -36,6 +37,7 @@ class BookOptions(_Strict):
     overrides: Overrides = Field(default_factory=Overrides, description="Bounded sampler overrides")
     seed: int | None = Field(
         None,
+        strict=True,  # true is not 1
         ge=0,
         lt=2**63,
         description="The book's seed; each segment's seed comes from it and the segment's own text. Random when absent",
@@ -48,13 +50,14 @@ class BookOptions(_Strict):
     pause_chapter_s: float | None = _pause("chapter_s", "at the end of each chapter")
     loudness_lufs: float | None = Field(
         None,
+        strict=True,
         ge=books.LOUDNESS_LUFS_BOUNDS[0],
         le=books.LOUDNESS_LUFS_BOUNDS[1],
         description="Integrated loudness target per chapter; absent: ACX (RMS -23..-18 dBFS, peak <= -3 dBFS)",
     )
     title: str | None = Field(None, max_length=512, description="Overrides the book's own title")
     author: str | None = Field(None, max_length=512, description="Overrides the book's own author")
-    select_chapters: list[int] | None = Field(
+    select_chapters: list[StrictInt] | None = Field(  # strict: [false] is not [0]
         None,
         min_length=1,
         description="Render only these chapters (0-based indices of the parsed book); "

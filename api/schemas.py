@@ -29,7 +29,7 @@ def _override_field(bound: contract.OverrideBound) -> tuple[Any, Any]:
     note = " (null switches it off)" if bound.nullable else ""
     field = Field(
         None,
-        strict=True if bound.kind is int else None,  # true is not 1, "5" is not 5
+        strict=True,  # true is not 1 (nor 1.0), "5" is not 5; an int is still a float
         ge=bound.minimum,
         le=bound.maximum,
         description=f"{bound.name}: {bound.minimum}..{bound.maximum}{note}; absent = the preset's value",

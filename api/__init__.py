@@ -25,6 +25,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from api import errors, routes_books, routes_jobs, routes_meta, routes_metrics, routes_openai, routes_voices
     from api.queue import CeleryQueue
     from api.request_limits import check_headers
+    from api.routes_events import bp as events_bp
     from api.services import Services
     from api.settings import ApiSettings
     from api.voices_service import register_operator_voices
@@ -61,6 +62,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(check_headers)  # before any blueprint's (authentication included)
     for bp in (routes_jobs.bp, routes_books.bp, routes_voices.bp, routes_meta.bp, routes_openai.bp, routes_metrics.bp):
         app.register_blueprint(bp)
+    app.register_blueprint(events_bp)  # live progress (server-sent events)
     # like the worker, the API makes the bucket when missing: the stack may start the API before any
     # worker has run, and uploads (voices, one-shot references, books) go straight to storage. Storage
     # that is down at start is not fatal (readyz says so) unless operator voices must be stored now.

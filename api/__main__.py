@@ -1,8 +1,11 @@
-"""``python -m api --bind HOST:PORT [--workers N] [--threads N]``: serve ``api.wsgi:app`` with gunicorn.
+"""``python -m api --bind HOST:PORT [--workers N] [--threads N] [--streams N]``: serve ``api.wsgi:app`` with gunicorn.
 
 The settings are checked before gunicorn starts, so a missing or malformed one stops the process with
 a message that names it (exit status 2). gunicorn's header limits are raised so that the app answers
 oversized headers itself, with the JSON envelope (:mod:`api.request_limits`).
+
+An open event stream (:mod:`api.routes_events`) holds a gthread thread for its life, so each process runs
+``--threads`` threads for ordinary requests plus ``--streams`` for streams (a stream beyond that is 503).
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+REDIS_POOL = 100  # redis-py's default max_connections: each thread holds at most one connection at a time
+
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
+    def __init__(self, options: dict[str, Any], *, streams: int) -> None:
+        self.options, self.streams = options, streams
         super().__init__()
 
     def load_config(self) -> None:
@@ -24,8 +29,11 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        from api.routes_events import end_streams_on_signal, set_stream_slots
         from api.wsgi import app
 
+        set_stream_slots(app, self.streams)
+        end_streams_on_signal()  # in the worker, after gunicorn's handlers: a graceful stop ends streams
         return app
 
 
@@ -34,11 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default 127.0.0.1:8000)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    parser.add_argument(
+        "--streams", type=int, default=32, help="event streams per worker, on threads of their own (default 32)"
+    )
     parser.add_argument("--timeout", type=int, default=60, help="seconds before a silent worker is restarted")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
+    from api.http_errors import install as json_errors_from_gunicorn
     from api.request_limits import GUNICORN_FIELD_SIZE, GUNICORN_FIELDS
+
+    if not (1 <= args.streams and args.threads + args.streams <= REDIS_POOL):
+        print(f"api: --threads + --streams must be at most {REDIS_POOL} (the Redis client's pool)", file=sys.stderr)
+        return 2
     from api.settings import ApiSettings, SettingsError
 
     try:
@@ -46,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"api: configuration error: {exc}", file=sys.stderr)
         return 2
+    json_errors_from_gunicorn()  # its own 400/414/431 refusals with the JSON envelope, not text/html
     _Gunicorn(
         {
             "bind": args.bind,
             "workers": args.workers,
-            "threads": args.threads,
+            "threads": args.threads + args.streams,
             "worker_class": "gthread",
             "timeout": args.timeout,
             "loglevel": args.log_level,
@@ -59,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             # generous, so that Flask sees oversized headers and answers them with the JSON envelope
             "limit_request_field_size": GUNICORN_FIELD_SIZE,
             "limit_request_fields": GUNICORN_FIELDS,
-        }
+        },
+        streams=args.streams,
     ).run()
     return 0
 

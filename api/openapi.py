@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api import book_schemas, schemas
@@ -32,6 +33,7 @@ _ERRORS = {
     "409": "The job was canceled, or the object's state does not allow this",
     "410": "The result expired from storage",
     "413": "A limit was exceeded (the message names the setting)",
+    "414": "The request line (path and query) is longer than gunicorn's limit_request_line (4094 bytes)",
     "415": "Unsupported content type (the message says which to send)",
     "422": "Invalid field (named)",
     "431": "A header field or all header fields together are too large (the message names the limit)",
@@ -54,24 +56,28 @@ def _op(
 ) -> dict[str, Any]:
     status, description, model = ok
     responses = {status: _json(model, description) if model else {"description": description}}
-    responses |= {code: _json("ErrorEnvelope", _ERRORS[code]) for code in (*errors, "431")}  # 431: any route
+    responses |= {code: _json("ErrorEnvelope", _ERRORS[code]) for code in (*errors, "414", "431")}  # any route
     return {"summary": summary, "responses": responses, **extra}
 
 
-def _job_body() -> dict[str, Any]:
-    multipart = {
-        "allOf": [
-            _ref("JobCreate"),
-            {
-                "type": "object",
-                "properties": {
-                    "speaker_audio": {"type": "string", "format": "binary", "description": "One-shot reference audio"},
-                    "overrides": {"type": "string", "description": "JSON object"},
-                    "metadata": {"type": "string", "description": "JSON object"},
-                },
-            },
-        ]
+def _form(model: type[BaseModel], *, required: tuple[str, ...] = (), **fields: Any) -> dict[str, Any]:
+    """A multipart body: the model's fields as form fields, ``fields`` added or replacing some. Not an
+    ``allOf`` with the model: it forbids other properties, so no body could hold both (a file, say)."""
+    schema = model.model_json_schema(ref_template=REF)
+    return {
+        "type": "object",
+        "required": [*schema.get("required", []), *required],
+        "properties": schema["properties"] | fields,
     }
+
+
+def _job_body() -> dict[str, Any]:
+    multipart = _form(
+        schemas.JobCreate,
+        speaker_audio={"type": "string", "format": "binary", "description": "One-shot reference audio"},
+        overrides={"type": "string", "description": "JSON object"},
+        metadata={"type": "string", "description": "JSON object"},
+    )
     return {
         "required": True,
         "content": {"application/json": {"schema": _ref("JobCreate")}, "multipart/form-data": {"schema": multipart}},
@@ -88,20 +94,13 @@ def _voice_body() -> dict[str, Any]:
 
 
 def _book_body() -> dict[str, Any]:
-    multipart = {
-        "allOf": [
-            _ref("BookOptions"),
-            {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "file": {"type": "string", "format": "binary", "description": "EPUB, Markdown or plain text"},
-                    "chapters": {"type": "string", "description": "Chapter indices to render, e.g. 0,2,5"},
-                    "overrides": {"type": "string", "description": "JSON object"},
-                },
-            },
-        ]
-    }
+    multipart = _form(
+        book_schemas.BookOptions,
+        required=("file",),
+        file={"type": "string", "format": "binary", "description": "EPUB, Markdown or plain text"},
+        chapters={"type": "string", "description": "Chapter indices to render, e.g. 0,2,5"},
+        overrides={"type": "string", "description": "JSON object"},
+    )
     return {
         "required": True,
         "content": {"application/json": {"schema": _ref("BookCreate")}, "multipart/form-data": {"schema": multipart}},
@@ -117,7 +116,7 @@ def _book_paths(idem: dict[str, Any]) -> dict[str, Any]:
             "post": _op(
                 "Submit a book (EPUB, Markdown, text, or JSON chapters) for chapter files and an M4B",
                 ("202", "Queued (Location: the book)", "Book"),
-                errors=("401", "409", "413", "415", "422"),
+                errors=("400", "401", "409", "413", "415", "422"),
                 parameters=[idem],
                 requestBody=_book_body(),
             ),
@@ -173,6 +172,19 @@ def _speech_op() -> dict[str, Any]:
     op["responses"]["200"]["content"] = {
         t: audio for t in ("audio/mpeg", "audio/ogg", "audio/mp4", "audio/flac", "audio/wav", "audio/L16")
     }
+    return op
+
+
+def _events_op(what: str) -> dict[str, Any]:
+    """Live progress as server-sent events (api.routes_events)."""
+    last_id = {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}
+    op = _op(
+        f"Live progress of the {what} (server-sent events; resumable with Last-Event-ID)",
+        ("200", f"event: progress (data: the {what} JSON) on each change, then event: done; ids resume", None),
+        errors=("401", "404", "503"),
+        parameters=[_ID, last_id],
+    )
+    op["responses"]["200"]["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
     return op
 
 
@@ -234,6 +246,8 @@ def _paths() -> dict[str, Any]:
             "delete": _op("Delete own voice (operator voices: 403)", ("204", "Deleted", None), parameters=[_ID]),
         },
         **_book_paths(idem),
+        "/v1/jobs/{id}/events": {"get": _events_op("job")},
+        "/v1/audiobooks/{id}/events": {"get": _events_op("book")},
         "/v1/audio/speech": {"post": _speech_op()},
         "/healthz": {"get": _op("Liveness", ("200", "Up", "Health"), errors=(), security=[])},
         "/metrics": {

@@ -24,6 +24,7 @@ from jobs.contract import (
     OUTPUT_FORMATS,
     PRESET_NAMES,
     ContractError,
+    build_request,
     override_errors,
 )
 
@@ -126,19 +127,10 @@ class BookRequest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BookRequest:
         """Build and validate; unknown fields raise ContractError naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ContractError(f"unknown book request fields: {', '.join(unknown)}")
         values = dict(data)
         if values.get("chapters") is not None:
             values["chapters"] = tuple(values["chapters"])
-        try:
-            request = cls(**values)
-        except TypeError as exc:
-            raise ContractError(f"bad book request: {exc}") from None
-        request.validate()
-        return request
+        return build_request(cls, values, "book request")
 
 
 def segment_seed(book_seed: int, text: str) -> int:

@@ -26,7 +26,7 @@ from jobs.contract import JobState
 from jobs.errors import ErrorCode
 from jobs.jobstore import IdempotencyConflict, JobStoreError
 from jobs.record_store import RecordStore
-from jobs.records import fingerprint, iso, loads, new_id, opt_float
+from jobs.records import RecordTimes, fingerprint, loads, new_id, opt_float
 from jobs.settings import DEFAULT_BOOK_TTL_S
 
 # KEYS: book, segments, chapter_done. ARGV: segment index, chapter, how (rendered|cached), cache digest,
@@ -71,7 +71,7 @@ class ChapterProgress:
 
 
 @dataclass(frozen=True)
-class BookRecord:
+class BookRecord(RecordTimes):
     id: str
     owner: str
     status: JobState
@@ -92,18 +92,6 @@ class BookRecord:
     error: dict[str, Any] | None = None
     cancel_requested: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # source format, cover media type, characters
-
-    @property
-    def created_at(self) -> str:
-        return iso(self.created_ts) or ""
-
-    @property
-    def started_at(self) -> str | None:
-        return iso(self.started_ts)
-
-    @property
-    def finished_at(self) -> str | None:
-        return iso(self.finished_ts)
 
     @property
     def audio_s(self) -> float:

@@ -16,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from jobs.errors import ErrorCode, ServiceError
 
@@ -254,16 +254,25 @@ class SynthesisRequest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SynthesisRequest:
         """Build and validate; unknown or missing fields raise ContractError naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ContractError(f"unknown request fields: {', '.join(unknown)}")
-        try:
-            request = cls(**data)
-        except TypeError as exc:
-            raise ContractError(f"bad request: {exc}") from None
-        request.validate()
-        return request
+        return build_request(cls, data, "request")
+
+
+R = TypeVar("R")
+
+
+def build_request(cls: type[R], data: dict[str, Any], what: str) -> R:
+    """``cls(**data)`` for a request dataclass, then its ``validate()``; unknown or missing fields raise
+    ContractError naming them (``what`` names the kind of request in the message)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ContractError(f"unknown {what} fields: {', '.join(unknown)}")
+    try:
+        request = cls(**data)
+    except TypeError as exc:
+        raise ContractError(f"bad {what}: {exc}") from None
+    request.validate()  # type: ignore[attr-defined]
+    return request
 
 
 # --- storage keys (DESIGN §4); one bucket, same layout on S3 and on local disk -------------

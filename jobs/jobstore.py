@@ -34,7 +34,7 @@ from jobs.contract import (
 )
 from jobs.errors import ServiceError
 from jobs.record_store import RecordStore
-from jobs.records import fingerprint, iso, loads, new_id, opt_float
+from jobs.records import RecordTimes, fingerprint, iso, loads, new_id, opt_float
 from jobs.settings import DEFAULT_JOB_TTL_S
 
 # ARGV: fraction, step, total_steps, segments_done, segments_total. Refuses to move backwards.
@@ -79,7 +79,7 @@ class RecordedProgress:
 
 
 @dataclass(frozen=True)
-class JobRecord:
+class JobRecord(RecordTimes):
     id: str
     owner: str
     status: JobState
@@ -96,18 +96,6 @@ class JobRecord:
     deadline_ts: float | None = None  # queued past this (epoch seconds), the job expires unrendered
     queue_timeout_s: float | None = None  # the setting's value that deadline_ts came from
     worker: str | None = None  # the worker that started it last (its heartbeat says whether it lives)
-
-    @property
-    def created_at(self) -> str:
-        return iso(self.created_ts) or ""
-
-    @property
-    def started_at(self) -> str | None:
-        return iso(self.started_ts)
-
-    @property
-    def finished_at(self) -> str | None:
-        return iso(self.finished_ts)
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> JobRecord:

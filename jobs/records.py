@@ -34,3 +34,23 @@ def opt_float(value: str | None) -> float | None:
 def loads(value: str | None) -> Any:
     """JSON read back from a Redis hash field, None when absent or empty."""
     return json.loads(value) if value else None
+
+
+class RecordTimes:
+    """The ISO-8601 views of a record's epoch timestamps (job and book records alike)."""
+
+    created_ts: float
+    started_ts: float | None
+    finished_ts: float | None
+
+    @property
+    def created_at(self) -> str:
+        return iso(self.created_ts) or ""
+
+    @property
+    def started_at(self) -> str | None:
+        return iso(self.started_ts)
+
+    @property
+    def finished_at(self) -> str | None:
+        return iso(self.finished_ts)

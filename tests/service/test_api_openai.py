@@ -210,3 +210,35 @@ def test_the_openapi_document_describes_the_speech_request(api: ApiServer) -> No
     assert "/v1/audio/speech" in spec["paths"] and {"model", "input", "voice", "response_format", "speed"} <= set(
         schema["properties"]
     )
+
+
+@pytest.mark.slow
+def test_the_official_openai_sdk_gets_speech_by_name_by_alias_and_none(
+    service_env: dict[str, str], start_worker: Callable[..., Any], start_api: Callable[..., ApiProcess], tmp_path: Path
+) -> None:
+    from openai import OpenAI
+
+    from echo_tts.audio import load_audio
+
+    # Given a worker and an API with an operator voice narrator and the OpenAI name alloy aliased to it
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    (voices / "narrator.wav").write_bytes(wav_bytes())
+    start_worker(service_env)
+    api = start_api(
+        service_env | {"ECHO_API_KEYS": KEYS, "ECHO_VOICES_DIR": str(voices), "ECHO_VOICE_ALIASES": "alloy=narrator"}
+    )
+    client = OpenAI(base_url=f"{api.url}/v1", api_key=API_KEYS["alice"], max_retries=0, timeout=120)
+    extra = {"overrides": FAST, "seed": 5}
+    # When the SDK asks for speech by the voice's name, by the alias (with instructions), and for none
+    by_name = client.audio.speech.create(model="tts-1", voice="narrator", input="Hello there.", extra_body=extra)
+    by_alias = client.audio.speech.create(
+        model="tts-1", voice="alloy", input="Hello there.", instructions="Speak calmly.", extra_body=extra
+    )
+    plain = client.audio.speech.create(
+        model="tts-1", voice="none", input="Hello there.", response_format="wav", extra_body=extra
+    )
+    # Then each is audio the SDK hands back as bytes; the alias is the named voice (same seed: same audio)
+    assert load_audio(by_name.content).shape[-1] > 0 and by_alias.content == by_name.content
+    samples, rate = sf.read(io.BytesIO(plain.content))
+    assert rate == 44100 and len(samples) > 0

@@ -24,6 +24,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     A missing or malformed setting raises ``api.settings.SettingsError`` naming it."""
     from api import errors, routes_books, routes_jobs, routes_meta, routes_metrics, routes_openai, routes_voices
     from api.queue import CeleryQueue
+    from api.quotas import RateLimiter
     from api.request_limits import check_headers
     from api.routes_events import bp as events_bp
     from api.services import Services
@@ -48,6 +49,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         request_counts=RequestCounts(client),
         storage=config.pop("STORAGE", None) or open_storage(settings.storage),
         queue=config.pop("QUEUE", None) or CeleryQueue(settings.redis_url),
+        rate_limiter=RateLimiter(client),
     )
     app = Flask(__name__, static_folder=None)
     app.config.from_mapping(

@@ -1,4 +1,5 @@
 """Bearer API keys: each key has a name, and that name owns the jobs and voices made with it.
+Once the key is known, its per-minute request limit is checked (:mod:`api.quotas`).
 
 With ``ECHO_API_KEYS`` unset, auth is off and everything belongs to the owner ``local`` (local use only).
 """
@@ -10,6 +11,7 @@ import hmac
 from flask import g, request
 
 from api.errors import APIError
+from api.quotas import check_rate
 from api.services import services
 from jobs.errors import ErrorCode
 
@@ -17,11 +19,15 @@ LOCAL_OWNER = "local"
 
 
 def authenticate() -> None:
-    """A ``before_request`` hook: sets ``g.owner`` or refuses with 401."""
-    keys = services().settings.api_keys
+    """A ``before_request`` hook: sets ``g.owner`` or refuses with 401 (or 429 past the key's rate)."""
+    s = services()
+    g.owner = _owner(s.settings.api_keys)
+    check_rate(s.rate_limiter, g.owner, s.settings.rate_limit_per_min)
+
+
+def _owner(keys: dict[str, str] | None) -> str:
     if keys is None:
-        g.owner = LOCAL_OWNER
-        return
+        return LOCAL_OWNER
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     owner = None
     for known, name in keys.items():  # compare against every key: no early exit on a match
@@ -34,7 +40,7 @@ def authenticate() -> None:
             "send Authorization: Bearer <API key>",
             headers={"WWW-Authenticate": 'Bearer realm="echo-tts"'},
         )
-    g.owner = owner
+    return owner
 
 
 def current_owner() -> str:

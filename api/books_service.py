@@ -20,6 +20,7 @@ from api import jobs_service, voices_service
 from api.book_schemas import BookCreate, BookOptions
 from api.downloads import stream_object
 from api.errors import APIError, invalid, not_found
+from api.quotas import quota_exceeded
 from api.services import services
 from api.uploads import form_fields, json_body
 from jobs import contract
@@ -30,6 +31,7 @@ from jobs.errors import ErrorCode
 from jobs.ingest import Book, BookRejected, Chapter, IngestLimits, InvalidChapterSelection, read_book
 from jobs.ingest.textfile import paragraphs_of
 from jobs.jobstore import IdempotencyConflict
+from jobs.record_store import QuotaExceeded
 from jobs.records import fingerprint, new_id
 
 log = logging.getLogger(__name__)
@@ -164,7 +166,10 @@ def submit(owner: str, idempotency_key: str | None) -> tuple[BookRecord, bool]:
             idempotency_key=idempotency_key,
             body_fingerprint=body_fp,
             book_id=req.book_id,
+            max_active=s.settings.max_queued_books,
         )
+    except QuotaExceeded as exc:
+        raise quota_exceeded(exc) from None
     except IdempotencyConflict as exc:
         raise APIError(
             409,

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response
 from api import voices_service
 from api.downloads import stream_object
 from api.errors import APIError, invalid, not_found
+from api.quotas import quota_exceeded
 from api.schemas import JobCreate, JobListQuery
 from api.services import services
 from api.uploads import Upload, form_fields, json_body, read_audio
@@ -25,6 +26,7 @@ from jobs import contract
 from jobs.contract import ContractError, JobState, SynthesisRequest
 from jobs.errors import ErrorCode
 from jobs.jobstore import IdempotencyConflict, InvalidCursor, JobRecord
+from jobs.record_store import QuotaExceeded
 from jobs.records import fingerprint, iso, new_id
 from jobs.storage import StorageError
 
@@ -114,7 +116,10 @@ def submit(owner: str, body: JobCreate, upload: Upload | None, idempotency_key: 
             body_fingerprint=fp,
             job_id=req.job_id,
             queue_timeout_s=s.settings.queue_timeout_s,
+            max_active=s.settings.max_queued_jobs,
         )
+    except QuotaExceeded as exc:
+        raise quota_exceeded(exc) from None
     except IdempotencyConflict as exc:
         raise APIError(
             409,

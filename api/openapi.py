@@ -37,6 +37,7 @@ _ERRORS = {
     "415": "Unsupported content type (the message says which to send)",
     "422": "Invalid field (named)",
     "431": "A header field or all header fields together are too large (the message names the limit)",
+    "429": "A per-key quota: requests per minute, or jobs/books queued (the message names the setting; Retry-After)",
     "503": "Not ready, or Redis, storage or the queue is unavailable (details say which)",
     "504": "The job did not finish within ECHO_SPEECH_TIMEOUT_S (details.job_id)",
 }
@@ -57,6 +58,8 @@ def _op(
     status, description, model = ok
     responses = {status: _json(model, description) if model else {"description": description}}
     responses |= {code: _json("ErrorEnvelope", _ERRORS[code]) for code in (*errors, "414", "431")}  # any route
+    if "401" in errors:  # an authenticated route: the key's quotas apply (api/quotas.py)
+        responses["429"] = _json("ErrorEnvelope", _ERRORS["429"])
     return {"summary": summary, "responses": responses, **extra}
 
 

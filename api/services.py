@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from api.queue import TaskQueue
+from api.quotas import RateLimiter
 from api.settings import ApiSettings
 from jobs.bookstore import BookStore
 from jobs.jobstore import JobStore
@@ -24,6 +25,7 @@ class Services:
     request_counts: RequestCounts
     storage: Storage
     queue: TaskQueue
+    rate_limiter: RateLimiter
 
 
 def services() -> Services:

@@ -18,6 +18,7 @@ from jobs.settings import (
     MiB,
     SettingsError,
     StorageSettings,
+    bounded_int,
     environ,
     get,
     positive,
@@ -30,6 +31,7 @@ from jobs.settings import (
 __all__ = ["ApiSettings", "SettingsError", "parse_api_keys"]
 
 
+_MAX_QUOTA = 10_000
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
@@ -91,6 +93,10 @@ class ApiSettings:
     default_voice: str | None = None  # what unknown OpenAI voice names use; None: they are 404
     max_book_chars: int = 2_000_000  # characters of text in one book (about 35 hours of speech)
     speech_timeout_s: float = 120.0  # how long POST /v1/audio/speech waits for its job before 504
+    # per-key quotas (api/quotas.py), 0 = off: requests per minute; jobs / books queued or running
+    rate_limit_per_min: int = 0
+    max_queued_jobs: int = 0
+    max_queued_books: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
@@ -116,4 +122,8 @@ class ApiSettings:
             max_book_chars=positive_int(e, "ECHO_MAX_BOOK_CHARS", cls.max_book_chars),
             voice_aliases=parse_voice_aliases(get(e, "ECHO_VOICE_ALIASES") or ""),
             default_voice=get(e, "ECHO_DEFAULT_VOICE"),
+            rate_limit_per_min=bounded_int(e, "ECHO_RATE_LIMIT_PER_MIN", 0, low=0, high=1_000_000),
+            # a submission walks the key's active records (one Lua step): keep that walk short
+            max_queued_jobs=bounded_int(e, "ECHO_MAX_QUEUED_JOBS", 0, low=0, high=_MAX_QUOTA),
+            max_queued_books=bounded_int(e, "ECHO_MAX_QUEUED_BOOKS", 0, low=0, high=_MAX_QUOTA),
         )

@@ -191,9 +191,12 @@ class BookStore(RecordStore):
         idempotency_key: str | None = None,
         body_fingerprint: str | None = None,
         book_id: str | None = None,
+        max_active: int = 0,
     ) -> tuple[BookRecord, bool]:
         """Store a queued book; ``(record, created)``. The same owner, Idempotency-Key and fingerprint
-        return the earlier book (``created`` False); another fingerprint raises IdempotencyConflict."""
+        return the earlier book (``created`` False); another fingerprint raises IdempotencyConflict.
+        With ``max_active`` > 0, raises :class:`jobs.record_store.QuotaExceeded` when the owner has that
+        many books queued or running."""
         book_id = book_id or new_id("book")
         now = self.clock()
         idem = f"{self.prefix}:book_idem:{owner}:{idempotency_key}" if idempotency_key else ""
@@ -210,7 +213,10 @@ class BookStore(RecordStore):
             "planned": "0",
         }
         keys = [idem, self._key(book_id), self._index(owner), self._counts_key]
-        outcome, found = self._create_record(keys, body_fingerprint or fingerprint(request), book_id, now, fields)
+        fp = body_fingerprint or fingerprint(request)
+        outcome, found = self._create_record(
+            keys, fp, book_id, now, fields, kind="book", owner=owner, max_active=max_active
+        )
         if outcome == "conflict":
             raise IdempotencyConflict(found)
         record = self.get(found)

@@ -43,6 +43,8 @@ class ErrorCode(StrEnum):
     METADATA_TOO_LARGE = "metadata_too_large"
     REFERENCE_TOO_LONG = "reference_too_long"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    RATE_LIMITED = "rate_limited"  # 429: more requests this minute than ECHO_RATE_LIMIT_PER_MIN
+    QUOTA_EXCEEDED = "quota_exceeded"  # 429: ECHO_MAX_QUEUED_JOBS / ECHO_MAX_QUEUED_BOOKS are queued or running
     TIMEOUT = "timeout"  # 504: a synchronous wait ran out
     UNAVAILABLE = "unavailable"  # 503: Redis, storage or the queue is unreachable
     INTERNAL_ERROR = "internal_error"  # 500: logged, never expected

@@ -183,11 +183,14 @@ class JobStore(RecordStore):
         body_fingerprint: str | None = None,
         job_id: str | None = None,
         queue_timeout_s: float | None = None,
+        max_active: int = 0,
     ) -> tuple[JobRecord, bool]:
         """Store a queued job; returns ``(record, created)``. With an idempotency key, the same owner,
         key and fingerprint (default: hash of ``request``) return the earlier job with ``created=False``;
         another fingerprint raises :class:`IdempotencyConflict`. With ``queue_timeout_s`` the record gets
-        ``deadline_ts = now + queue_timeout_s``: still queued after that, it expires."""
+        ``deadline_ts = now + queue_timeout_s``: still queued after that, it expires. With ``max_active``
+        > 0, raises :class:`jobs.record_store.QuotaExceeded` when the owner has that many jobs queued or
+        running (an idempotent replay is answered first)."""
         job_id = job_id or new_id("job")
         now = self.clock()
         fp = body_fingerprint or fingerprint(request)
@@ -205,7 +208,9 @@ class JobStore(RecordStore):
             timeout = float(queue_timeout_s)
             fields |= {"deadline_ts": repr(now + timeout), "queue_timeout_s": repr(timeout)}
         keys = [idem, self._job_key(job_id), self._index_key(owner), self._counts_key]
-        outcome, found = self._create_record(keys, fp, job_id, now, fields)
+        outcome, found = self._create_record(
+            keys, fp, job_id, now, fields, kind="job", owner=owner, max_active=max_active
+        )
         if outcome == "conflict":
             raise IdempotencyConflict(found)
         record = self.get(found)

@@ -2,6 +2,15 @@
 retention after the last change), created with idempotency and an owner index, and moved between
 states by one Lua script that also keeps the per-state counts, so the API and any number of workers
 may race freely.
+
+Per-owner quotas (``max_active`` of :meth:`RecordStore._create_record`): the owner's active set
+``{p}:active_{kind}:{owner}`` (sorted set of ids) is kept by the create script only, and only while a
+quota is on. Before adding a record the script walks that set, drops ids whose record is no longer
+queued or running (finished, canceled, expired, gone, or queued past its ``deadline_ts``) and refuses
+when the rest reach the quota, all in one atomic step (no race between API processes; idempotent
+replays are answered before the check). The transitions need not know about it; the set stays at most
+the quota plus the records that left it since the owner's last submission. It reads record keys it
+was not given (``{p}:{kind}:{id}``): fine on the single Redis the service uses, not on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -13,9 +22,11 @@ from typing import Any, TypeVar
 import redis
 
 from jobs.contract import JobState
+from jobs.errors import ErrorCode, ServiceError
 
-# KEYS: idem key or "", record key, owner index, state counts.
-# ARGV: fingerprint, job id, ttl, score, then field/value pairs.
+# KEYS: idem key or "", record key, owner index, state counts, owner's active set or "" (no quota).
+# ARGV: fingerprint, job id, ttl, score (now), quota, record key prefix, then field/value pairs.
+# Returns {outcome, id}; {'quota', active count} when the owner has ``quota`` records queued or running.
 CREATE_RECORD = """
 if KEYS[1] ~= '' then
   local prior = redis.call('GET', KEYS[1])
@@ -25,9 +36,24 @@ if KEYS[1] ~= '' then
     if fp ~= ARGV[1] then return {'conflict', id} end
     return {'existing', id}
   end
-  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+if KEYS[5] ~= '' then
+  local active, now = 0, tonumber(ARGV[4])
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+    local h = redis.call('HMGET', ARGV[6] .. id, 'status', 'deadline_ts')
+    local overdue = h[1] == 'queued' and h[2] and h[2] ~= '' and tonumber(h[2]) < now
+    if (h[1] == 'queued' or h[1] == 'running') and not overdue then
+      active = active + 1
+    else
+      redis.call('ZREM', KEYS[5], id)
+    end
+  end
+  if active >= tonumber(ARGV[5]) then return {'quota', tostring(active)} end
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[2])
+  redis.call('EXPIRE', KEYS[5], ARGV[3])
+end
+if KEYS[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3]) end
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('HINCRBY', KEYS[4], 'queued', 1)
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
@@ -58,6 +84,16 @@ return 1
 S = TypeVar("S", bound="RecordStore")
 
 
+class QuotaExceeded(ServiceError):
+    """Raised by a create when the owner already has ``limit`` records of ``kind`` queued or running."""
+
+    code = ErrorCode.QUOTA_EXCEEDED
+
+    def __init__(self, kind: str, active: int, limit: int) -> None:
+        super().__init__(f"{active} {kind}s of this key are queued or running; the quota is {limit}")
+        self.kind, self.active, self.limit = kind, active, limit
+
+
 class RecordStore:
     """The base of the job and book stores; ``client`` must use ``decode_responses=True``."""
 
@@ -72,12 +108,28 @@ class RecordStore:
         return cls(redis.Redis.from_url(url, decode_responses=True), **kwargs)
 
     def _create_record(
-        self, keys: Sequence[str], fingerprint: str, record_id: str, now: float, fields: dict[str, str]
+        self,
+        keys: Sequence[str],
+        fingerprint: str,
+        record_id: str,
+        now: float,
+        fields: dict[str, str],
+        *,
+        kind: str,
+        owner: str,
+        max_active: int = 0,
     ) -> tuple[str, str]:
         """``(outcome, id)``: ``created``, ``existing`` (same idempotency key and fingerprint: the earlier
-        id) or ``conflict``. ``keys``: idempotency key or "", record, owner index, state counts."""
+        id) or ``conflict``. ``keys``: idempotency key or "", record, owner index, state counts; the
+        record key is ``{prefix}:{kind}:{id}``. With ``max_active`` > 0, raises :class:`QuotaExceeded`
+        when ``owner`` already has that many ``kind`` records queued or running."""
         pairs = [x for kv in fields.items() for x in kv]
-        outcome, found = self._create(keys=list(keys), args=[fingerprint, record_id, self.ttl, repr(now), *pairs])
+        active_key = f"{self.prefix}:active_{kind}:{owner}" if max_active > 0 else ""
+        args: list[str | int] = [fingerprint, record_id, self.ttl, repr(now), max_active, f"{self.prefix}:{kind}:"]
+        args += pairs
+        outcome, found = self._create(keys=[*keys, active_key], args=args)
+        if outcome == "quota":
+            raise QuotaExceeded(kind, int(found), max_active)
         return str(outcome), str(found)
 
     def _move_record(

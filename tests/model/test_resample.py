@@ -86,6 +86,8 @@ from jobs import contract
 
 t = np.arange(44_100) / 44_100
 one_second = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+encode_audio(one_second, 44_100, "wav")  # torch, the codecs and their libraries are loaded: the baseline
+baseline_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 sizes = {}
 for fmt in contract.OUTPUT_FORMATS:
     accepted = range(contract.MIN_OUTPUT_SAMPLE_RATE, contract.MAX_OUTPUT_SAMPLE_RATE + 1)
@@ -93,7 +95,7 @@ for fmt in contract.OUTPUT_FORMATS:
     for rate in sorted(written):  # opus takes any rate in range and writes 48000: encoded once
         sizes[f"{fmt}@{rate}"] = len(encode_audio(one_second, 44_100, fmt, out_sample_rate=rate))
 peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-json.dump({"sizes": sizes, "peak_mib": peak_mib}, sys.stdout)
+json.dump({"sizes": sizes, "peak_mib": peak_mib, "baseline_mib": baseline_mib}, sys.stdout)
 """
 
 
@@ -119,8 +121,10 @@ def test_every_rate_the_service_accepts_encodes_one_second_in_bounded_memory(tmp
     assert {key.split("@")[0] for key in sizes} == {"wav", "flac", "pcm", "mp3", "aac", "opus"}
     assert len(sizes) == 3 * len(standard) + 9 + 12 + 1  # + mp3's 9 and aac's 12 rates from 8000 up, opus at 48000
     assert all(size > 0 for size in sizes.values())
-    # And the whole run, torch and codecs included, peaked well below a gigabyte and a half
-    assert report["peak_mib"] < 1536, report["peak_mib"]
+    # And resampling and encoding at all those rates added well under half a gigabyte to the process's
+    # peak (the odd rates that were refused took 17-23 GB); the baseline with torch and the codecs
+    # loaded differs between machines (595 MiB here, 1.7 GiB in a fresh clone), the growth does not
+    assert report["peak_mib"] - report["baseline_mib"] < 512, report
 
 
 def test_a_lossless_file_at_an_accepted_rate_decodes_to_one_second() -> None:

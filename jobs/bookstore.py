@@ -43,6 +43,18 @@ local done = redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 return {1, done}
 """
+# KEYS: book, segments, chapter_done. ARGV: segment index, chapter. Un-counts a done segment (its audio
+# is gone), so that planning again renders it. Returns 1 when it was counted.
+_SEGMENT_LOST = """
+local done = redis.call('HGET', KEYS[2], ARGV[1])
+if not done then return 0 end
+local how = string.sub(done, 1, string.find(done, ' ', 1, true) - 1)
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'segments_done', -1)
+redis.call('HINCRBY', KEYS[1], 'segments_' .. how, -1)
+redis.call('HINCRBY', KEYS[3], ARGV[2], -1)
+return 1
+"""
 # KEYS: book, chapter_files. ARGV: chapter, file JSON. Returns chapters assembled (-1: unknown book).
 _CHAPTER_ASSEMBLED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -163,6 +175,7 @@ class BookStore(RecordStore):
         super().__init__(client, prefix=prefix, ttl_s=ttl_s, clock=clock)
         self._segment_done = client.register_script(_SEGMENT_DONE)
         self._chapter_assembled = client.register_script(_CHAPTER_ASSEMBLED)
+        self._segment_lost = client.register_script(_SEGMENT_LOST)
 
     # -- keys --------------------------------------------------------------------------------------
     def _key(self, book_id: str, part: str = "") -> str:
@@ -290,6 +303,10 @@ class BookStore(RecordStore):
             keys=self._keys(book_id)[:3], args=[index, chapter, how, digest, repr(float(render_s)), self.ttl]
         )
         return bool(counted), int(done)
+
+    def segment_lost(self, book_id: str, index: int, chapter: int) -> bool:
+        """Un-count segment ``index`` (its cached audio is gone), so that planning the book again renders it."""
+        return bool(self._segment_lost(keys=self._keys(book_id)[:3], args=[index, chapter]))
 
     def chapter_assembled(self, book_id: str, chapter: int, file: dict[str, Any]) -> int:
         """Record chapter ``chapter``'s assembled file; returns how many chapters are assembled now."""

@@ -138,3 +138,18 @@ def test_a_book_request_names_every_bad_field() -> None:
     good = BookRequest(book_id="b", seed=3, chapters=(0, 2), pauses={"paragraph_s": 1.0})
     assert BookRequest.from_dict(good.to_dict()) == good
     assert good.pause_seconds()["paragraph_s"] == 1.0 and good.pause_seconds()["sentence_s"] == 0.35
+
+
+def test_a_segment_whose_audio_is_lost_is_uncounted_so_a_retry_renders_it(books: BookStore) -> None:
+    # Given a planned book with both segments of chapter 0 done, one rendered and one from the cache
+    book_id = _planned(books)
+    books.segment_done(book_id, 0, 0, "d0", cached=False)
+    books.segment_done(book_id, 1, 0, "d1", cached=True)
+    # When the assembler finds segment 1's audio gone from the cache
+    assert books.segment_lost(book_id, 1, 0) and not books.segment_lost(book_id, 1, 0)
+    # Then it is no longer counted anywhere, so planning again renders it
+    record = books.get(book_id)
+    assert record is not None and (record.segments_done, record.segments_cached, record.segments_rendered) == (1, 0, 1)
+    assert record.chapters[0].segments_done == 1 and books.segments_done(book_id) == {0: "d0"}
+    # And counting it again works as for any segment
+    assert books.segment_done(book_id, 1, 0, "d1b", cached=False) == (True, 2)

@@ -65,12 +65,13 @@ def assemble_chapter(engine: Engine, send: Send, book_id: str, chapter: int) -> 
     for segment in (s for s in load_plan(engine.storage, book_id) if s.chapter == chapter):
         try:
             samples, rate = _decode(engine.storage.get_bytes(segment_cache_key(digests[segment.index])))
-        except ObjectNotFound:  # evicted from the cache since it was counted: the retry renders it again
+        except ObjectNotFound:  # evicted from the cache since it was counted: un-count it, so a retry renders it
+            books.segment_lost(book_id, segment.index, chapter)
             books.fail(
                 book_id,
                 ErrorCode.STORAGE_ERROR,
                 f"segment {segment.index} of chapter {chapter} left the "
-                "cache before assembly; POST /v1/audiobooks/{id}/retry renders it again",
+                f"cache before assembly; POST /v1/audiobooks/{book_id}/retry renders it again",
             )
             return {"book_id": book_id, "chapter": chapter, "status": "failed"}
         pieces.append(Segment(trim_silence(samples, rate, keep_s=TRIM_KEEP_S), segment.end))

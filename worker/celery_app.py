@@ -50,6 +50,11 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "result_backend_transport_options": transport,
         "visibility_timeout": settings.visibility_timeout_s,
         "broker_connection_retry_on_startup": True,
+        # A task that meets a Redis outage retries (autoretry), which publishes a new message: Celery's
+        # default policy gives up after ~0.6 s, the task is then rejected on a dead connection and its
+        # message stays un-acked until the visibility timeout (an hour), the job left `running`.
+        # Keep trying for about a minute so a restarted Redis gets the retry.
+        "task_publish_retry_policy": {"max_retries": 30, "interval_start": 0, "interval_step": 1, "interval_max": 2},
         "worker_proc_alive_timeout": 900.0,  # model loading in worker_process_init takes minutes, not 4 s
         "worker_soft_shutdown_timeout": 30.0,  # on SIGTERM, requeue unfinished acks_late work after 30 s
         "worker_send_task_events": True,

@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response
 from api import jobs_service, voices_service
 from api.book_schemas import BookCreate, BookOptions
 from api.downloads import stream_object
-from api.errors import APIError, invalid, not_found
+from api.errors import APIError, idempotency_conflict, invalid, not_found
 from api.quotas import quota_exceeded
 from api.services import services
 from api.uploads import form_fields, json_body
@@ -171,12 +171,7 @@ def submit(owner: str, idempotency_key: str | None) -> tuple[BookRecord, bool]:
     except QuotaExceeded as exc:
         raise quota_exceeded(exc) from None
     except IdempotencyConflict as exc:
-        raise APIError(
-            409,
-            ErrorCode.IDEMPOTENCY_CONFLICT,
-            "this Idempotency-Key was used with a different book",
-            {"book_id": exc.job_id},
-        ) from None
+        raise idempotency_conflict(exc, "book", "book_id") from None
     if created:
         try:
             content_type = "application/json" if extension == "json" else "application/octet-stream"

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from jobs.errors import ErrorCode, ServiceError
+from jobs.jobstore import IdempotencyConflict
 from jobs.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,16 @@ class APIError(ServiceError):
 def not_found(what: str, ident: str) -> APIError:
     """404 for unknown ids and for other keys' objects alike (no existence oracle)."""
     return APIError(404, ErrorCode.NOT_FOUND, f"no {what} {ident!r}", {"id": ident})
+
+
+def idempotency_conflict(exc: IdempotencyConflict, what: str, id_field: str) -> APIError:
+    """409 for an Idempotency-Key reused with another ``what``; ``details[id_field]`` is the first one."""
+    return APIError(
+        409,
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        f"this Idempotency-Key was used with a different {what}",
+        {id_field: exc.job_id},
+    )
 
 
 def invalid(field: str, message: str, **details: Any) -> APIError:

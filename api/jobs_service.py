@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response
 
 from api import voices_service
 from api.downloads import stream_object
-from api.errors import APIError, invalid, not_found
+from api.errors import APIError, idempotency_conflict, invalid, not_found
 from api.quotas import quota_exceeded
 from api.schemas import JobCreate, JobListQuery
 from api.services import services
@@ -121,12 +121,7 @@ def submit(owner: str, body: JobCreate, upload: Upload | None, idempotency_key: 
     except QuotaExceeded as exc:
         raise quota_exceeded(exc) from None
     except IdempotencyConflict as exc:
-        raise APIError(
-            409,
-            ErrorCode.IDEMPOTENCY_CONFLICT,
-            "this Idempotency-Key was used with a different body",
-            {"job_id": exc.job_id},
-        ) from None
+        raise idempotency_conflict(exc, "body", "job_id") from None
     if created:
         try:
             if upload and req.speaker_key:

@@ -29,7 +29,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import PY, ROOT, Stack, percentile, wait  # noqa: E402
+from bench_service import PY, ROOT, Stack, percentile, tiny_checkpoint, wait  # noqa: E402
 
 SENTENCES = (
     "The lamp burned low as the storm rolled in from the sea.",
@@ -121,14 +121,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="tiny checkpoint dir (made when absent)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-books-"))
-    checkpoint = args.checkpoint or workdir / "ckpt"
-    if not (checkpoint / "echo-tts-base").exists():
-        subprocess.run(
-            [PY, "-m", "echo_tts.testing", "make-checkpoint", str(checkpoint), "--size", "tiny"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
+    checkpoint = tiny_checkpoint(args.checkpoint or workdir / "ckpt")
     stack = BookStack(workdir, checkpoint)
     results: dict[str, Any] = {"paragraphs": args.paragraphs, "steps": args.steps}
     try:

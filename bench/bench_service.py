@@ -62,6 +62,18 @@ def wait(check: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def tiny_checkpoint(directory: Path) -> Path:
+    """``directory`` holding the tiny random checkpoint (written there when it is not yet)."""
+    if not (directory / "echo-tts-base").exists():
+        subprocess.run(
+            [PY, "-m", "echo_tts.testing", "make-checkpoint", str(directory), "--size", "tiny"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+    return directory
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
@@ -307,14 +319,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-service-"))
-    checkpoint = args.checkpoint or workdir / "ckpt"
-    if not (checkpoint / "echo-tts-base").exists():
-        subprocess.run(
-            [PY, "-m", "echo_tts.testing", "make-checkpoint", str(checkpoint), "--size", "tiny"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
+    checkpoint = tiny_checkpoint(args.checkpoint or workdir / "ckpt")
     stack = Stack(workdir, checkpoint, with_api=not args.worker_only)
     results: dict[str, Any] = {}
     try:

@@ -20,6 +20,12 @@ install: $(STAMP)
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
+# The web page tests (tests/web) drive Debian's chromium through its chromedriver, at these paths.
+.PHONY: browser
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
 # The lint gate (part of `make test`, so CI runs it): ruff's rules and formatting over the tree, and
 # mypy --strict over the service packages (settings in pyproject.toml).
 lint: install
@@ -27,14 +33,16 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy jobs api worker echo_client
 
-test: install redis-server lint
+test: install redis-server browser lint
 	$(PY) -m pytest
 
-# `make reliability`: the long runs (at least 1,000 schemathesis requests against /v1/openapi.json);
-# ECHO_FUZZ_EXAMPLES sets the cases per operation (default 100).
+# `make reliability`: the long runs of the fault tests (tests/reliability, marker `reliability`): 20 worker
+# SIGKILLs over jobs and a book, 10 API restarts under load, hostile text through every route, and at
+# least 1,000 schemathesis requests against /v1/openapi.json (ECHO_FUZZ_EXAMPLES: cases per operation,
+# default 100). Their short runs are part of `make test`. ECHO_KILL_SEED / ECHO_FUZZ_SEED replay a run.
 .PHONY: reliability
 reliability: install redis-server
-	ECHO_RELIABILITY=1 $(PY) -m pytest -m reliability -p no:cacheprovider
+	ECHO_RELIABILITY=1 $(PY) -m pytest -m reliability -rP -p no:cacheprovider  # -rP: each run prints its figures
 
 # `make dev`: the whole service on this machine without Docker (redis-server, one worker on this
 # machine's device, the API on http://127.0.0.1:8000), local-directory storage unless

@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     VOICE_NOT_FOUND = "voice_not_found"
     VOICE_NOT_READY = "voice_not_ready"  # the voice's latents failed to encode
     RENDER_FAILED = "render_failed"  # an unexpected error inside the model
+    OUT_OF_MEMORY = "out_of_memory"  # the render ran out of GPU or host memory; shorter text or ECHO_BATCH_SIZE fits
     CANCELED = "canceled"
     STORAGE_UNAVAILABLE = "storage_unavailable"  # transient storage errors outlived the retries
     TIME_LIMIT = "time_limit"  # the job ran past its time limit

@@ -10,6 +10,15 @@ queue, and leaves the un-acked set), then drops the hash. The message is the ori
 re-delivery is the usual one: the runner finds a stored result and finishes without rendering, or
 renders again; a book group skips what was counted and finds the rest in the cache.
 
+A worker restarted under the same name (a container restart keeps ``echo-PID@HOST``; an operator's
+fixed ``--hostname``) finds its previous life's entries under its own name, with a live heartbeat:
+every entry carries the writing process's ``life`` (a random id per process), and a sweep re-queues
+the entries of its own name written by another life at once, so a crashed-and-restarted worker picks
+its message up within its start-up time instead of the visibility timeout. The same sweep re-queues an
+entry of this very life whose task is no longer running (``ACTIVE``, in memory): a task that ended while
+Redis was unreachable could neither ack its message nor remove its entry, and once Redis is back the
+message is re-queued at the next sweep instead of after the visibility timeout.
+
 A worker that was only frozen and wakes up later acks a message that is no longer un-acked: a no-op.
 """
 
@@ -19,6 +28,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +38,8 @@ from jobs.contract import INFLIGHT_PATTERN, heartbeat_key, inflight_key, infligh
 
 log = logging.getLogger(__name__)
 RECOVERY_SWEEP_S = 10.0  # how often each worker looks for dead workers' messages
+LIFE = uuid.uuid4().hex  # this process's life: tells its in-flight entries from a predecessor's of the same name
+ACTIVE: set[str] = set()  # delivery tags this process is running now (task_prerun .. task_postrun)
 
 Restore = Callable[[str], None]  # restores one un-acked message by its delivery tag
 
@@ -35,21 +47,31 @@ Restore = Callable[[str], None]  # restores one un-acked message by its delivery
 class InFlight:
     """This worker's record of the messages it is working on (what a sweeper re-queues if it dies)."""
 
-    def __init__(self, client: Any, worker: str) -> None:
-        self.r, self.key = client, inflight_key(worker)
+    def __init__(self, client: Any, worker: str, *, life: str = LIFE, active: set[str] = ACTIVE) -> None:
+        self.r, self.key, self.life, self.active = client, inflight_key(worker), life, active
 
     def started(self, delivery_tag: str, task: str, task_id: str, kwargs: dict[str, Any]) -> None:
-        ids = {k: kwargs[k] for k in ("job_id", "book_id", "voice_id") if k in kwargs}
-        self.r.hset(self.key, delivery_tag, json.dumps({"task": task, "task_id": task_id, "since": time.time(), **ids}))
+        ids: dict[str, Any] = {k: kwargs[k] for k in ("job_id", "book_id", "voice_id") if k in kwargs}
+        entry: dict[str, Any] = {"task": task, "task_id": task_id, "since": time.time(), "life": self.life, **ids}
+        self.active.add(delivery_tag)  # before the entry: a sweep that reads the entry sees it active
+        self.r.hset(self.key, delivery_tag, json.dumps(entry))
 
     def finished(self, delivery_tag: str) -> None:
-        self.r.hdel(self.key, delivery_tag)
+        try:
+            self.r.hdel(self.key, delivery_tag)
+        finally:  # after the entry (or failing to remove it, Redis being down): a later sweep re-queues it
+            self.active.discard(delivery_tag)
 
 
-def sweep(client: Any, restore: Restore, *, me: str | None = None) -> list[dict[str, Any]]:
-    """Re-queue the in-flight messages of every worker without a live heartbeat; returns what was
-    re-queued (one dict per message: worker, delivery tag and the task's ids)."""
+def sweep(
+    client: Any, restore: Restore, *, me: str | None = None, life: str = LIFE, active: set[str] = ACTIVE
+) -> list[dict[str, Any]]:
+    """Re-queue the in-flight messages of every worker without a live heartbeat, and those under ``me``
+    that no task of this life is running (left by an earlier life, or by a task that ended while Redis
+    was unreachable); returns what was re-queued (one dict per message: worker, delivery tag, ids)."""
     requeued: list[dict[str, Any]] = []
+    if me is not None:
+        requeued += _reclaim_own(client, restore, me, life, active)
     for key in client.scan_iter(match=INFLIGHT_PATTERN, count=200):
         worker = inflight_worker(key)
         if worker == me or client.exists(heartbeat_key(worker)):
@@ -67,6 +89,24 @@ def sweep(client: Any, restore: Restore, *, me: str | None = None) -> list[dict[
         log.warning("worker %s is gone: re-queued %s %s", item["worker"], item.get("task"),
                     item.get("job_id") or item.get("book_id") or item.get("task_id"))  # fmt: skip
     return requeued
+
+
+def _reclaim_own(client: Any, restore: Restore, me: str, life: str, active: set[str]) -> list[dict[str, Any]]:
+    """The entries under this worker's own name that no running task holds: written by another life (a
+    predecessor that died with them), or by this one for a task that ended while Redis was down (its
+    ack and its entry's removal failed, so the message would wait for the visibility timeout)."""
+    reclaimed: list[dict[str, Any]] = []
+    key = inflight_key(me)
+    entries = client.hgetall(key)
+    running = set(active)  # read after the entries: a task started since then has no entry among them
+    for tag, raw in entries.items():
+        entry = json.loads(raw)
+        if entry.get("life") == life and tag in running:
+            continue
+        restore(tag)
+        client.hdel(key, tag)
+        reclaimed.append({"worker": me, "delivery_tag": tag, **entry})
+    return reclaimed
 
 
 class Sweeper:

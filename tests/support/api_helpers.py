@@ -10,8 +10,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,3 +142,20 @@ def s3_client(endpoint: str) -> Any:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+def while_waiting(client: redis.Redis, act: Callable[[str], None]) -> threading.Thread:
+    """Start a thread that, once the (only) job's record exists, does ``act(job_id)``: the test plays the
+    worker or another client while a request waits for that job."""
+    from service_helpers import wait_for
+
+    def run() -> None:
+        def job_id() -> str | None:
+            keys = [k if isinstance(k, str) else k.decode() for k in client.keys("echo:job:*")]
+            return keys[0].split(":", 2)[2] if keys else None
+
+        act(str(wait_for(job_id, timeout=20, what="the job")))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread

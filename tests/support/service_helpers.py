@@ -1,6 +1,6 @@
-"""Plain helpers for the worker/service tests (the fixtures that use them are in ``conftest.py``).
+"""Plain helpers for the worker/service tests (the fixtures that use them are in ``service_fixtures.py``).
 
-Test modules import them as ``from service_helpers import ...`` (``tests/service`` is on the path,
+Test modules import them as ``from service_helpers import ...`` (``tests/support`` is on the path,
 as for ``api_helpers``).
 """
 

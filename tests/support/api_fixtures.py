@@ -1,6 +1,6 @@
 """Fixtures for the job store and API tests: the shared redis-server and moto S3 server of
-tests/service/conftest.py, and the API over real HTTP (``python -m api --bind``). Test modules opt in with
-``pytest_plugins = ["api_fixtures"]`` and import helpers from ``api_helpers``."""
+``service_fixtures``, and the API over real HTTP (``python -m api --bind``). Registered for every test
+folder by ``tests/conftest.py``; helpers are imported from ``api_helpers``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from api_helpers import (
 
 @pytest.fixture(scope="session")
 def api_redis_url(redis_server: str) -> str:
-    """The session's redis-server (``redis_server`` from tests/service/conftest.py)."""
+    """The session's redis-server (``redis_server`` from service_fixtures.py)."""
     return redis_server
 
 
@@ -36,7 +36,7 @@ def redis_client(api_redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def api_s3_endpoint(s3_endpoint: str) -> str:
-    """The session's moto S3 server on loopback (``s3_endpoint`` from tests/service/conftest.py)."""
+    """The session's moto S3 server on loopback (``s3_endpoint`` from service_fixtures.py)."""
     return s3_endpoint
 
 

@@ -17,10 +17,7 @@ Fault model (what survives which fault):
 from __future__ import annotations
 
 import contextlib
-import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -29,6 +26,7 @@ from typing import Any
 import pytest
 import redis
 import requests
+from fault_helpers import RedisServer
 from service_helpers import ApiProcess, free_port, wait_for
 
 from jobs.contract import TERMINAL_STATES
@@ -64,39 +62,6 @@ def stored_keys(env: dict[str, str], job_id: str) -> list[str]:
 
 
 # --- Redis with an append-only file, killed and restarted on the same port and directory ---------
-
-
-class RedisServer:
-    def __init__(self, workdir: Path) -> None:
-        self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.port = free_port()
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-
-        def ready() -> bool:
-            try:
-                return bool(client.ping())
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                return False
-
-        wait_for(ready, timeout=10, what="redis-server")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -31,8 +31,6 @@ import jsonschema
 import pytest
 from api_helpers import API_KEYS, ApiServer
 
-pytest_plugins = ["api_fixtures"]
-
 ST = str(Path(sys.executable).with_name("st"))
 EXCLUDED_CHECKS = "positive_data_acceptance,use_after_free,ensure_resource_availability"
 # Per-operation exceptions to "no 5xx": the two documented answers of a service without a worker.

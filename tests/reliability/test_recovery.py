@@ -1,0 +1,78 @@
+"""The dead-worker sweep against a real Redis: what is re-queued, and what is left alone."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from jobs.contract import heartbeat_key, inflight_key
+from worker.recovery import InFlight, sweep
+
+
+def test_only_the_messages_of_workers_without_a_heartbeat_are_requeued(redis_client: redis.Redis) -> None:
+    # Given a live worker and a dead one (no heartbeat), each with a message in flight, and this sweeper
+    redis_client.set(heartbeat_key("live@h"), "{}", ex=30)
+    InFlight(redis_client, "live@h").started("tag-live", "echo.synthesize", "t1", {"job_id": "job_a"})
+    InFlight(redis_client, "dead@h").started("tag-dead", "echo.book.render_group", "t2", {"book_id": "book_b"})
+    InFlight(redis_client, "me@h").started("tag-me", "echo.synthesize", "t3", {"job_id": "job_c"})
+    restored: list[str] = []
+    # When a sweep runs (twice: a second sweep finds nothing left to do)
+    first = sweep(redis_client, restored.append, me="me@h")
+    second = sweep(redis_client, restored.append, me="me@h")
+    # Then only the dead worker's message was handed to the restore, once, with its ids
+    assert restored == ["tag-dead"] and second == []
+    assert [(r["worker"], r["task"], r["book_id"]) for r in first] == [("dead@h", "echo.book.render_group", "book_b")]
+    # And the dead worker's record is gone while the others' stay
+    assert not redis_client.exists(inflight_key("dead@h"))
+    assert redis_client.hkeys(inflight_key("live@h")) == ["tag-live"]
+    assert redis_client.hkeys(inflight_key("me@h")) == ["tag-me"]
+
+
+def test_a_finished_message_leaves_the_in_flight_record(redis_client: redis.Redis) -> None:
+    # Given a message in flight
+    inflight = InFlight(redis_client, "w@h")
+    inflight.started("7", "echo.synthesize", "t", {"job_id": "j"})
+    # When it finishes, Then nothing is left to re-queue should the worker die later
+    inflight.finished("7")
+    assert sweep(redis_client, lambda tag: None) == []
+
+
+def test_a_worker_restarted_under_its_own_name_requeues_what_its_previous_life_left(
+    redis_client: redis.Redis,
+) -> None:
+    # Fault: a worker SIGKILLed mid-task and restarted under the same name (a container restart keeps
+    # echo-PID@HOST): its heartbeat is live again at once, so no other worker's sweep would touch it.
+    InFlight(redis_client, "w@h", life="previous").started("tag-old", "echo.synthesize", "t1", {"job_id": "job_a"})
+    redis_client.set(heartbeat_key("w@h"), "{}", ex=30)
+    # And the new life has a message of its own in flight
+    InFlight(redis_client, "w@h", life="current").started("tag-new", "echo.synthesize", "t2", {"job_id": "job_b"})
+    restored: list[str] = []
+    # When the new life sweeps
+    requeued = sweep(redis_client, restored.append, me="w@h", life="current")
+    # Then only the previous life's message is re-queued; the new life's own message stays in flight
+    assert restored == ["tag-old"] and [r["job_id"] for r in requeued] == ["job_a"]
+    assert redis_client.hkeys(inflight_key("w@h")) == ["tag-new"]
+    # Survives: the dead life's message, without waiting for the visibility timeout
+    assert sweep(redis_client, restored.append, me="w@h", life="current") == []
+
+
+def test_an_entry_of_this_life_whose_task_ended_while_redis_was_down_is_requeued_at_the_next_sweep(
+    redis_client: redis.Redis,
+) -> None:
+    # Fault: Redis unreachable when a task ends, so neither its ack nor its entry's removal lands
+    active: set[str] = set()
+    inflight = InFlight(redis_client, "w@h", life="this", active=active)
+    inflight.started("tag-done", "echo.synthesize", "t1", {"job_id": "job_a"})
+    inflight.started("tag-running", "echo.synthesize", "t2", {"job_id": "job_b"})
+    unreachable = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    broken = InFlight(unreachable, "w@h", life="this", active=active)
+    with pytest.raises(redis.ConnectionError):
+        broken.finished("tag-done")
+    restored: list[str] = []
+    # When this life sweeps once Redis answers again
+    requeued = sweep(redis_client, restored.append, me="w@h", life="this", active=active)
+    # Then the ended task's message is re-queued now, not after the visibility timeout; the running one stays
+    assert restored == ["tag-done"] and [r["job_id"] for r in requeued] == ["job_a"]
+    assert redis_client.hkeys(inflight_key("w@h")) == ["tag-running"]

@@ -1,4 +1,4 @@
-"""Prometheus metrics in the text exposition format (0.0.4), without a client library.
+"""Prometheus metrics: one custom collector (``prometheus_client``) over numbers kept in Redis.
 
 What ``GET /metrics`` reports and where each number comes from:
 
@@ -14,32 +14,43 @@ What ``GET /metrics`` reports and where each number comes from:
   the sum over all API processes and replicas (not one gunicorn process's) and survive API restarts;
   a scrape may miss the other processes' last second. ``route`` is the URL rule (``/v1/jobs/<job_id>``),
   ``unmatched`` for unknown paths. Durations are to the response headers (not to the end of a stream).
+- ``echo_render_seconds``, ``echo_render_realtime_factor`` (histograms per finished job),
+  ``echo_segments_rendered_total{kind}``, ``echo_segment_cache_hits_total`` and
+  ``echo_segment_cache_misses_total``: recorded by the workers in Redis (:mod:`jobs.render_stats`).
 - ``echo_redis_up``, ``echo_build_info``, ``echo_api_process_start_time_seconds`` (this process).
 
-Nothing here writes job state, and nothing here knows a Redis key: the stores own their layouts.
+Every number that is not about this process lives in Redis, so no ``prometheus_client`` multiprocess
+directory is needed: whichever gunicorn process answers, it reads the same totals. Nothing here writes
+job state, and nothing here knows a Redis key: the stores own their layouts.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator
 from importlib import metadata
 
 import redis
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from api.services import Services
 from jobs import contract
 from jobs.contract import TERMINAL_STATES, JobState
+from jobs.render_stats import Histogram, RenderStats
 from jobs.request_counts import RequestCounts
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The classic text format (what generate_latest writes for our names, which all fit the legacy charset).
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _FLUSH_EVERY_S = 1.0
@@ -100,153 +111,164 @@ class RequestCounter:
                     self._sums[field] += total
 
 
-def _escape(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _le(bound: float) -> str:
+    """A bucket bound as Prometheus writes it (``0.005``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
-def _sample(name: str, labels: Mapping[str, object], value: float) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    number = repr(float(value)) if isinstance(value, float) else str(value)
-    return f"{name}{{{inner}}} {number}" if inner else f"{name} {number}"
+class EchoCollector(Collector):
+    """Reads the service's numbers on each scrape (from Redis, except this process's own facts)."""
 
+    def __init__(self, s: Services, counter: RequestCounter | None) -> None:
+        self.s = s
+        self.counter = counter
 
-class Exposition:
-    """Collects metric families and renders them as Prometheus text."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(
-        self,
-        name: str,
-        kind: str,
-        help_text: str,
-        samples: Iterable[tuple[Mapping[str, object], float]],
-        *,
-        sample_name: str | None = None,
-    ) -> None:
-        self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        self.lines += [_sample(sample_name or name, labels, value) for labels, value in samples]
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-def _build_info(out: Exposition, s: Services) -> None:
-    try:
-        version = metadata.version("echo-tts-service")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    labels = {"version": version, "python": platform.python_version(), "storage": s.storage.backend}
-    out.family("echo_build_info", "gauge", "Build of this API process (value is always 1)", [(labels, 1)])
-    out.family(
-        "echo_api_process_start_time_seconds",
-        "gauge",
-        "Start time of this API process (epoch seconds)",
-        [({}, _STARTED)],
-    )
-
-
-def _queues(out: Exposition, s: Services) -> None:
-    depths, unacked = s.store.queue_depths(contract.ALL_QUEUES)
-    out.family(
-        "echo_queue_depth",
-        "gauge",
-        "Messages waiting in a Celery queue (not yet taken by a worker)",
-        [({"queue": q}, n) for q, n in depths.items()],
-    )
-    out.family(
-        "echo_unacked_messages",
-        "gauge",
-        "Messages taken by a worker and not yet acknowledged (all queues)",
-        [({}, unacked)],
-    )
-
-
-def _workers(out: Exposition, s: Services) -> None:
-    beats = s.store.live_workers()
-    per_queue: dict[str, int] = defaultdict(int)
-    for beat in beats:
-        for queue in beat.get("queues") or []:
-            per_queue[str(queue)] += 1
-    out.family("echo_workers_live", "gauge", "Workers with a live heartbeat", [({}, len(beats))])
-    out.family(
-        "echo_workers_busy",
-        "gauge",
-        "Live workers rendering a job (heartbeat, up to 10 s stale)",
-        [({}, sum(1 for b in beats if b.get("busy_job")))],
-    )
-    out.family(
-        "echo_workers_live_by_queue",
-        "gauge",
-        "Live workers consuming a queue",
-        [({"queue": q}, per_queue.get(q, 0)) for q in contract.ALL_QUEUES],
-    )
-
-
-def _jobs(out: Exposition, s: Services) -> None:
-    counts = s.store.counts_by_state()
-    out.family(
-        "echo_jobs",
-        "gauge",
-        "Jobs queued or running now",
-        [({"state": state.value}, counts[state]) for state in JobState if state not in TERMINAL_STATES],
-    )
-    out.family(
-        "echo_jobs_finished_total",
-        "counter",
-        "Jobs that reached a final state",
-        [({"state": state.value}, counts[state]) for state in JobState if state in TERMINAL_STATES],
-    )
-
-
-def _requests(out: Exposition, s: Services) -> None:
-    counts, buckets, sums = s.request_counts.read()
-    samples = []
-    for field, n in sorted(counts.items()):
-        method, route, status = field.rsplit("|", 2)
-        samples.append(({"method": method, "route": route, "status": status}, int(n)))
-    out.family("echo_api_requests_total", "counter", "API requests answered, over all API processes", samples)
-    per_series: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
-    for field, n in buckets.items():
-        series, bucket = field.rsplit("|", 1)
-        per_series[series][len(BUCKETS) if bucket == "inf" else int(bucket)] += int(n)
-    hist: list[str] = []
-    name = "echo_api_request_duration_seconds"
-    for series, row in sorted(per_series.items()):
-        method, route = series.split("|", 1)
-        labels: dict[str, object] = {"method": method, "route": route}
-        running = 0
-        for bound, n in zip((*(repr(b) for b in BUCKETS), "+Inf"), row, strict=True):
-            running += n
-            hist.append(_sample(f"{name}_bucket", {**labels, "le": bound}, running))
-        hist.append(_sample(f"{name}_sum", labels, float(sums.get(series, 0.0))))
-        hist.append(_sample(f"{name}_count", labels, running))
-    out.lines += [
-        f"# HELP {name} Time to the response headers, over all API processes",
-        f"# TYPE {name} histogram",
-        *hist,
-    ]
-
-
-def render(s: Services, counter: RequestCounter | None) -> str:
-    """The whole exposition; with Redis down, only this process's own facts and ``echo_redis_up 0``."""
-    out = Exposition()
-    _build_info(out, s)
-    if counter is not None:
-        counter.flush()
-    try:
-        s.store.ping()
-        up = 1
-    except redis.RedisError:
-        up = 0
-    out.family("echo_redis_up", "gauge", "1 when this API process reaches Redis", [({}, up)])
-    if up:
+    def collect(self) -> Iterator[Metric]:
+        """With Redis down, only this process's own facts and ``echo_redis_up 0``."""
+        yield from self._build_info()
+        if self.counter is not None:
+            self.counter.flush()
         try:
-            _queues(out, s)
-            _workers(out, s)
-            _jobs(out, s)
-            _requests(out, s)
+            self.s.store.ping()
+            up = 1
+        except redis.RedisError:
+            up = 0
+        yield GaugeMetricFamily("echo_redis_up", "1 when this API process reaches Redis", value=up)
+        if not up:
+            return
+        try:
+            yield from self._queues()
+            yield from self._workers()
+            yield from self._jobs()
+            yield from self._requests()
+            yield from self._render()
         except redis.RedisError as exc:  # Redis went away mid-scrape: answer what was collected
             log.warning("metrics incomplete: %s", exc)
-    return out.text()
+
+    def _build_info(self) -> Iterator[Metric]:
+        try:
+            version = metadata.version("echo-tts-service")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        info = GaugeMetricFamily(
+            "echo_build_info", "Build of this API process (value is always 1)", labels=["version", "python", "storage"]
+        )
+        info.add_metric([version, platform.python_version(), self.s.storage.backend], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "echo_api_process_start_time_seconds", "Start time of this API process (epoch seconds)", value=_STARTED
+        )
+
+    def _queues(self) -> Iterator[Metric]:
+        depths, unacked = self.s.store.queue_depths(contract.ALL_QUEUES)
+        depth = GaugeMetricFamily(
+            "echo_queue_depth", "Messages waiting in a Celery queue (not yet taken by a worker)", labels=["queue"]
+        )
+        for queue, n in depths.items():
+            depth.add_metric([queue], n)
+        yield depth
+        yield GaugeMetricFamily(
+            "echo_unacked_messages", "Messages taken by a worker and not yet acknowledged (all queues)", value=unacked
+        )
+
+    def _workers(self) -> Iterator[Metric]:
+        beats = self.s.store.live_workers()
+        per_queue: dict[str, int] = defaultdict(int)
+        for beat in beats:
+            for queue in beat.get("queues") or []:
+                per_queue[str(queue)] += 1
+        yield GaugeMetricFamily("echo_workers_live", "Workers with a live heartbeat", value=len(beats))
+        yield GaugeMetricFamily(
+            "echo_workers_busy",
+            "Live workers rendering a job (heartbeat, up to 10 s stale)",
+            value=sum(1 for b in beats if b.get("busy_job")),
+        )
+        by_queue = GaugeMetricFamily("echo_workers_live_by_queue", "Live workers consuming a queue", labels=["queue"])
+        for queue in contract.ALL_QUEUES:
+            by_queue.add_metric([queue], per_queue.get(queue, 0))
+        yield by_queue
+
+    def _jobs(self) -> Iterator[Metric]:
+        counts = self.s.store.counts_by_state()
+        live = GaugeMetricFamily("echo_jobs", "Jobs queued or running now", labels=["state"])
+        finished = CounterMetricFamily("echo_jobs_finished_total", "Jobs that reached a final state", labels=["state"])
+        for state in JobState:
+            (finished if state in TERMINAL_STATES else live).add_metric([state.value], counts[state])
+        yield live
+        yield finished
+
+    def _requests(self) -> Iterator[Metric]:
+        counts, buckets, sums = self.s.request_counts.read()
+        requests = CounterMetricFamily(
+            "echo_api_requests_total",
+            "API requests answered, over all API processes",
+            labels=["method", "route", "status"],
+        )
+        for field, n in sorted(counts.items()):
+            requests.add_metric(field.rsplit("|", 2), n)
+        yield requests
+        per_series: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
+        for field, n in buckets.items():
+            series, bucket = field.rsplit("|", 1)
+            per_series[series][len(BUCKETS) if bucket == "inf" else int(bucket)] += n
+        durations = HistogramMetricFamily(
+            "echo_api_request_duration_seconds",
+            "Time to the response headers, over all API processes",
+            labels=["method", "route"],
+        )
+        for series, row in sorted(per_series.items()):
+            cumulative, running = [], 0
+            for bound, n in zip((*BUCKETS, math.inf), row, strict=True):
+                running += n
+                cumulative.append((_le(bound), float(running)))
+            durations.add_metric(series.split("|", 1), cumulative, sums.get(series, 0.0))
+        yield durations
+
+    def _render(self) -> Iterator[Metric]:
+        snap = RenderStats(self.s.store.r, prefix=self.s.store.prefix).read()  # the job store's Redis
+        yield _histogram(
+            "echo_render_seconds",
+            "Model time of each finished job (text to samples; not encoding or upload), over all workers",
+            snap.render_seconds,
+        )
+        yield _histogram(
+            "echo_render_realtime_factor",
+            "Model seconds per second of audio of each finished job (below 1: faster than real time)",
+            snap.realtime_factor,
+        )
+        segments = CounterMetricFamily(
+            "echo_segments_rendered_total",
+            "Generations rendered by the model: job pieces (kind=job) and audiobook segments (kind=book)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(snap.segments.items()):
+            segments.add_metric([kind], n)
+        yield segments
+        yield CounterMetricFamily(
+            "echo_segment_cache_hits_total",
+            "Audiobook segments found in the segment cache (not rendered again)",
+            value=snap.cache_hits,
+        )
+        yield CounterMetricFamily(
+            "echo_segment_cache_misses_total",
+            "Audiobook segments looked up in the segment cache and not found (then rendered)",
+            value=snap.cache_misses,
+        )
+
+
+def _histogram(name: str, documentation: str, h: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        name, documentation, buckets=[(_le(bound), float(n)) for bound, n in h.buckets], sum_value=h.sum
+    )
+
+
+def registry(s: Services, counter: RequestCounter | None) -> CollectorRegistry:
+    """A registry of its own (not the process-global one) holding only our collector."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(EchoCollector(s, counter))
+    return reg
+
+
+def render(reg: CollectorRegistry) -> bytes:
+    """The whole exposition, in the classic text format."""
+    return generate_latest(reg)

@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 
+from jobs import logs
 from worker.settings import SettingsError, WorkerSettings
 
 
@@ -30,7 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated queues (default: ECHO_WORKER_QUEUES, else "
         "tts,tts-bulk for render and tts-assembly for assemble)",
     )
-    parser.add_argument("--loglevel", "-l", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--loglevel", "-l", default=None, help="DEBUG, INFO, WARNING, ERROR (default: ECHO_LOG_LEVEL, else INFO)"
+    )
     parser.add_argument("--hostname", "-n", default=None, help="worker name (default: echo-PID@HOST)")
     return parser.parse_args(argv)
 
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"python -m worker: bad setting: {exc}", file=sys.stderr)
         return 2
+    loglevel = (args.loglevel or settings.log_level).upper()
+    logs.configure(settings.log_format, loglevel)  # Celery keeps it (celery_app: setup_logging)
     from .celery_app import create_celery
 
     app = create_celery(settings)
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         "--pool=solo",
         "--concurrency=1",
         f"--queues={queues}",
-        f"--loglevel={args.loglevel}",
+        f"--loglevel={loglevel}",
         "--without-mingle",
         "--without-gossip",
         f"--hostname={args.hostname or f'echo-{os.getpid()}@%h'}",

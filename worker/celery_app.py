@@ -16,7 +16,8 @@ from typing import Any
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
-from jobs.contract import ALL_QUEUES, ENCODE_VOICE, QUEUE_INTERACTIVE, SYNTHESIZE
+from jobs import logs
+from jobs.contract import ALL_QUEUES, ENCODE_VOICE, QUEUE_INTERACTIVE, QUEUE_WEBHOOKS, SYNTHESIZE, WEBHOOK_DELIVER
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,11 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_track_started": False,
         "task_default_queue": QUEUE_INTERACTIVE,
         "task_queues": tuple(Queue(q, Exchange(q, type="direct"), routing_key=q) for q in ALL_QUEUES),
-        "task_routes": {SYNTHESIZE: {"queue": QUEUE_INTERACTIVE}, ENCODE_VOICE: {"queue": QUEUE_INTERACTIVE}},
+        "task_routes": {
+            SYNTHESIZE: {"queue": QUEUE_INTERACTIVE},
+            ENCODE_VOICE: {"queue": QUEUE_INTERACTIVE},
+            WEBHOOK_DELIVER: {"queue": QUEUE_WEBHOOKS},
+        },
         "task_soft_time_limit": settings.soft_time_limit_s,  # enforced by Celery on prefork only; the
         "task_time_limit": settings.time_limit_s,  # render loop enforces the soft limit on solo itself
         "broker_transport_options": transport,
@@ -59,7 +64,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_soft_shutdown_timeout": 30.0,  # on SIGTERM, requeue unfinished acks_late work after 30 s
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "worker_hijack_root_logger": True,
+        "worker_hijack_root_logger": False,  # our handler (jobs.logs) stays: see _connect_logging
     }
 
 
@@ -71,6 +76,7 @@ def create_celery(settings: WorkerSettings, *, main: str = "echo_tts_worker") ->
 
     register_tasks(app, settings)
     _connect_lifecycle(app, settings)
+    _connect_logging(settings)
     return app
 
 
@@ -130,3 +136,22 @@ def _connect_lifecycle(app: Celery, settings: WorkerSettings) -> None:
     signals.worker_shutdown.connect(shutdown, weak=False)
     signals.task_prerun.connect(task_started, weak=False)
     signals.task_postrun.connect(task_ended, weak=False)
+
+
+def _connect_logging(settings: WorkerSettings) -> None:
+    """Log lines as ``jobs.logs`` writes them (JSON by default), each carrying the id of the job, book or
+    voice its task is about. A ``setup_logging`` receiver stops Celery from configuring logging itself
+    (it would replace the root handler and redirect stdout into the log)."""
+
+    def setup(loglevel: Any = None, **_: Any) -> None:
+        logs.configure(settings.log_format, loglevel or settings.log_level)
+
+    def bind(kwargs: dict[str, Any] | None = None, **_: Any) -> None:
+        logs.set_context(**logs.ids_from(kwargs))
+
+    def unbind(**_: Any) -> None:
+        logs.clear()
+
+    signals.setup_logging.connect(setup, weak=False, dispatch_uid="echo.logging")
+    signals.task_prerun.connect(bind, weak=False, dispatch_uid="echo.log-context")
+    signals.task_postrun.connect(unbind, weak=False, dispatch_uid="echo.log-context-end")

@@ -18,6 +18,7 @@ from jobs.books import BookRequest, PlannedSegment, SegmentEnd, group_segments, 
 from jobs.contract import BOOK_RENDER_GROUP, QUEUE_BULK, book_content_key, segment_cache_key
 from jobs.errors import ErrorCode
 from jobs.ingest import Book, normalize_for_speech
+from jobs.render_stats import RenderStats
 
 from ..engine import Engine
 from .flow import Send, queue_ready_work
@@ -96,6 +97,8 @@ def plan_book(engine: Engine, send: Send, book_id: str) -> dict[str, Any]:
             else:
                 still.append(segment)
         pending = still
+    # hits only: a segment not found here is looked up again where it renders (worker/books/render.py)
+    RenderStats(engine.jobs.r, prefix=engine.jobs.prefix).segment_cache_lookups(hits=cached, misses=0)
     groups = group_segments(pending, engine.settings.book_group_size)
     for group in groups:
         send(BOOK_RENDER_GROUP, {"book_id": book_id, "segments": group}, QUEUE_BULK)

@@ -16,6 +16,7 @@ from echo_tts.audio import encode_audio
 from echo_tts.errors import Cancelled
 from jobs.books import BookRequest, PlannedSegment
 from jobs.contract import segment_cache_key
+from jobs.render_stats import RenderStats
 
 from ..engine import Engine
 from ..voices import voice_latents
@@ -61,6 +62,8 @@ def render_group(engine: Engine, send: Send, book_id: str, indices: list[int]) -
             cached += 1
         else:
             todo.append((segment, digest))
+    stats = RenderStats(engine.jobs.r, prefix=engine.jobs.prefix)
+    stats.segment_cache_lookups(hits=cached, misses=len(todo))
     if todo:
         speaker = voice_latents(engine, request.voice_id, request.owner) if request.voice_id else None
         started = time.monotonic()
@@ -82,5 +85,6 @@ def render_group(engine: Engine, send: Send, book_id: str, indices: list[int]) -
             flac = encode_audio(result.samples, result.sample_rate, "flac")
             engine.storage.put_bytes(segment_cache_key(digest), flac, content_type="audio/flac")
             books.segment_done(book_id, segment.index, segment.chapter, digest, cached=False, render_s=share)
+        stats.book_segments_rendered(len(todo))
     queue_ready_work(books, send, book_id, {plan[i].chapter for i in indices})
     return {"book_id": book_id, "status": "done", "rendered": len(todo), "cached": cached}

@@ -27,6 +27,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from api.quotas import RateLimiter
     from api.request_limits import check_headers
     from api.routes_events import bp as events_bp
+    from api.routes_web import bp as web_bp
+    from api.routes_webhooks import bp as webhooks_bp
     from api.services import Services
     from api.settings import ApiSettings
     from api.voices_service import register_operator_voices
@@ -65,6 +67,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     for bp in (routes_jobs.bp, routes_books.bp, routes_voices.bp, routes_meta.bp, routes_openai.bp, routes_metrics.bp):
         app.register_blueprint(bp)
     app.register_blueprint(events_bp)  # live progress (server-sent events)
+    app.register_blueprint(webhooks_bp)  # GET /v1/webhooks/secret
+    app.register_blueprint(web_bp)  # the web page at / (docs/web.md)
     # like the worker, the API makes the bucket when missing: the stack may start the API before any
     # worker has run, and uploads (voices, one-shot references, books) go straight to storage. Storage
     # that is down at start is not fatal (readyz says so) unless operator voices must be stored now.

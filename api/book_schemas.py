@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from pydantic import BaseModel, Field, StrictInt, field_validator
 
 from api.schemas import ErrorBody, Overrides, Preset, Status, _Strict
+from api.webhook_schemas import Event, WebhookState, events_field, webhook_field
 from jobs import books, contract
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class BookOptions(_Strict):
         description="Render only these chapters (0-based indices of the parsed book); "
         "multipart also takes them as `chapters`, e.g. 0,2,5",
     )
+    webhook: str | None = webhook_field()
+    webhook_events: list[Event] | None = events_field()
 
     @field_validator("select_chapters")
     @classmethod
@@ -129,6 +132,7 @@ class Book(BaseModel):
     result: BookResult | None
     error: ErrorBody | None
     request: dict[str, Any]
+    webhook: WebhookState | None = Field(None, description="The book's webhook and its deliveries; null: none")
     links: dict[str, str]
 
 

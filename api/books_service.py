@@ -16,7 +16,7 @@ from typing import Any
 from flask import redirect, request, url_for
 from werkzeug.wrappers import Response
 
-from api import jobs_service, voices_service
+from api import jobs_service, voices_service, webhooks_service
 from api.book_schemas import BookCreate, BookOptions
 from api.downloads import stream_object
 from api.errors import APIError, idempotency_conflict, invalid, not_found
@@ -41,7 +41,7 @@ _FORM_NUMBERS = ("seed", "pause_sentence_s", "pause_paragraph_s", "pause_chapter
 
 def _form_options() -> dict[str, Any]:
     """The multipart form's options as BookOptions takes them (``chapters`` is the selection here)."""
-    data = form_fields(json_fields=_FORM_JSON, files=("file",))
+    data = webhooks_service.form_events(form_fields(json_fields=_FORM_JSON, files=("file",)))
     if "chapters" in data:
         raw = str(data.pop("chapters"))
         try:
@@ -149,6 +149,7 @@ def submit(owner: str, idempotency_key: str | None) -> tuple[BookRecord, bool]:
     s = services()
     options, book, source, extension = parse_submission(IngestLimits(max_characters=s.settings.max_book_chars))
     req = _request(new_id("book"), owner, options, book)
+    webhook = webhooks_service.checked(options.webhook, options.webhook_events)
     body_fp = fingerprint({"options": options.model_dump(mode="json"), "source": hashlib.sha256(source).hexdigest()})
     info = {
         "source_format": book.source_format,
@@ -167,6 +168,7 @@ def submit(owner: str, idempotency_key: str | None) -> tuple[BookRecord, bool]:
             body_fingerprint=body_fp,
             book_id=req.book_id,
             max_active=s.settings.max_queued_books,
+            webhook=webhook,
         )
     except QuotaExceeded as exc:
         raise quota_exceeded(exc) from None
@@ -247,6 +249,7 @@ def view(record: BookRecord) -> dict[str, Any]:
         "result": result,
         "error": record.error,
         "request": {k: v for k, v in record.request.items() if k not in ("book_id", "owner")},
+        "webhook": record.webhook,
         "links": {"self": self_url, "audio": f"{self_url}/audio", "retry": f"{self_url}/retry"},
     }
 
@@ -267,7 +270,9 @@ def list_owned(owner: str) -> dict[str, Any]:
 def cancel(owner: str, book_id: str) -> BookRecord:
     """Queued or running → canceled (its queued groups stop at once; done segments stay cached)."""
     get_owned(owner, book_id)
-    return services().books.request_cancel(book_id) or get_owned(owner, book_id)
+    record = services().books.request_cancel(book_id) or get_owned(owner, book_id)
+    webhooks_service.completed("book", record)
+    return record
 
 
 def retry(owner: str, book_id: str) -> BookRecord:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from api import book_schemas, schemas
+from api import book_schemas, schemas, webhook_schemas
 
 REF = "#/components/schemas/{model}"
 _MODELS = (
@@ -25,6 +25,7 @@ _MODELS = (
     book_schemas.BookOptions,
     book_schemas.Book,
     book_schemas.BookList,
+    webhook_schemas.WebhookSecret,
 )
 _ERRORS = {
     "400": "The body is not a JSON object",
@@ -42,6 +43,7 @@ _ERRORS = {
     "504": "The job did not finish within ECHO_SPEECH_TIMEOUT_S (details.job_id)",
 }
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_FORM_EVENTS = {"type": "string", "description": "Webhook events, comma-separated (started,completed) or a JSON array"}
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -80,6 +82,7 @@ def _job_body() -> dict[str, Any]:
         speaker_audio={"type": "string", "format": "binary", "description": "One-shot reference audio"},
         overrides={"type": "string", "description": "JSON object"},
         metadata={"type": "string", "description": "JSON object"},
+        webhook_events=_FORM_EVENTS,
     )
     return {
         "required": True,
@@ -103,6 +106,7 @@ def _book_body() -> dict[str, Any]:
         file={"type": "string", "format": "binary", "description": "EPUB, Markdown or plain text"},
         chapters={"type": "string", "description": "Chapter indices to render, e.g. 0,2,5"},
         overrides={"type": "string", "description": "JSON object"},
+        webhook_events=_FORM_EVENTS,
     )
     return {
         "required": True,
@@ -252,6 +256,13 @@ def _paths() -> dict[str, Any]:
         "/v1/jobs/{id}/events": {"get": _events_op("job")},
         "/v1/audiobooks/{id}/events": {"get": _events_op("book")},
         "/v1/audio/speech": {"post": _speech_op()},
+        "/v1/webhooks/secret": {
+            "get": _op(
+                "This key's webhook signing secret (Standard Webhooks whsec_...; 409 while webhooks are off)",
+                ("200", "The secret", "WebhookSecret"),
+                errors=("401", "409"),
+            )
+        },
         "/healthz": {"get": _op("Liveness", ("200", "Up", "Health"), errors=(), security=[])},
         "/metrics": {
             "get": {

@@ -15,6 +15,7 @@ class TaskQueue(Protocol):
     def send_encode_voice(self, voice_id: str, reference_key: str) -> None: ...
     def revoke(self, task_id: str) -> None: ...
     def send_book_plan(self, book_id: str) -> None: ...
+    def send_webhook(self, kwargs: dict[str, Any]) -> None: ...
 
 
 class CeleryQueue:
@@ -42,6 +43,10 @@ class CeleryQueue:
     def send_book_plan(self, book_id: str) -> None:
         """A book is planned on the CPU queue; its segment groups go to the bulk queue from there."""
         self._send(contract.BOOK_PLAN, {"book_id": book_id}, queue=contract.QUEUE_ASSEMBLY)
+
+    def send_webhook(self, kwargs: dict[str, Any]) -> None:
+        """One webhook message (jobs.webhooks.message) for the workers that deliver them."""
+        self._send(contract.WEBHOOK_DELIVER, kwargs, queue=contract.QUEUE_WEBHOOKS)
 
     def _send(
         self,
@@ -78,3 +83,6 @@ class RecordingQueue:
 
     def send_book_plan(self, book_id: str) -> None:
         self.sent.append((contract.BOOK_PLAN, {"book_id": book_id}))
+
+    def send_webhook(self, kwargs: dict[str, Any]) -> None:
+        self.sent.append((contract.WEBHOOK_DELIVER, kwargs))

@@ -12,13 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.logs import FORMATS as LOG_FORMATS
+from jobs.logs import LEVELS as LOG_LEVELS
 from jobs.settings import (
     DEFAULT_BOOK_TTL_S,
     DEFAULT_JOB_TTL_S,
     MiB,
     SettingsError,
     StorageSettings,
+    WebhookSettings,
     bounded_int,
+    choice,
     environ,
     get,
     positive,
@@ -35,11 +39,23 @@ _MAX_QUOTA = 10_000
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
+_HASHED_KEY = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
+
+
 def parse_api_keys(raw: str) -> dict[str, str]:
-    """``name:token,name:token`` → ``{token: name}``; names are the owners of jobs and voices."""
+    """``name:token,name:token`` → ``{token: name}``; names are the owners of jobs and voices. A token
+    may be given hashed, ``name:sha256:<64 hex>`` (``python -m api hash-key``): it is kept as
+    ``sha256:<hex>`` and :mod:`api.auth` compares the presented token's SHA-256 with it."""
     keys: dict[str, str] = {}
     for pair in filter(None, (p.strip() for p in raw.split(","))):
         name, sep, token = pair.partition(":")
+        if token.startswith("sha256:"):
+            if not _HASHED_KEY.match(token):
+                raise SettingsError(
+                    f"ECHO_API_KEYS: the hashed key of {name[:16]!r} must be sha256: and 64 hex digits "
+                    "(python -m api hash-key)"
+                )
+            token = token.lower()
         if not sep or not _KEY_NAME.match(name) or len(token) < 8 or any(c.isspace() for c in token):
             raise SettingsError(
                 "ECHO_API_KEYS must be comma-separated name:token pairs (name: letters, digits, "
@@ -97,6 +113,9 @@ class ApiSettings:
     rate_limit_per_min: int = 0
     max_queued_jobs: int = 0
     max_queued_books: int = 0
+    log_format: str = "json"  # ECHO_LOG_FORMAT: json (one object per line) or text
+    log_level: str = "INFO"  # ECHO_LOG_LEVEL
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)  # the secret, private addresses
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
@@ -126,4 +145,7 @@ class ApiSettings:
             # a submission walks the key's active records (one Lua step): keep that walk short
             max_queued_jobs=bounded_int(e, "ECHO_MAX_QUEUED_JOBS", 0, low=0, high=_MAX_QUOTA),
             max_queued_books=bounded_int(e, "ECHO_MAX_QUEUED_BOOKS", 0, low=0, high=_MAX_QUOTA),
+            log_format=choice(e, "ECHO_LOG_FORMAT", "json", LOG_FORMATS),
+            log_level=choice(e, "ECHO_LOG_LEVEL", "INFO", LOG_LEVELS),
+            webhooks=WebhookSettings.from_env(e),
         )

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from jobs import webhooks
 from jobs.contract import JobState
 from jobs.errors import ErrorCode
 from jobs.jobstore import IdempotencyConflict, JobStoreError
@@ -104,6 +105,7 @@ class BookRecord(RecordTimes):
     error: dict[str, Any] | None = None
     cancel_requested: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # source format, cover media type, characters
+    webhook: dict[str, Any] | None = None  # {url, events, deliveries} (jobs.webhooks.parse_state)
 
     @property
     def audio_s(self) -> float:
@@ -158,6 +160,7 @@ class BookRecord(RecordTimes):
             error=loads(h.get("error")),
             cancel_requested=h.get("cancel_requested") == "1",
             info=loads(h.get("info")) or {},
+            webhook=webhooks.parse_state(h),
         )
 
 
@@ -205,6 +208,7 @@ class BookStore(RecordStore):
         body_fingerprint: str | None = None,
         book_id: str | None = None,
         max_active: int = 0,
+        webhook: tuple[str, Iterable[str]] | None = None,
     ) -> tuple[BookRecord, bool]:
         """Store a queued book; ``(record, created)``. The same owner, Idempotency-Key and fingerprint
         return the earlier book (``created`` False); another fingerprint raises IdempotencyConflict.
@@ -225,6 +229,8 @@ class BookStore(RecordStore):
             "cancel_requested": "0",
             "planned": "0",
         }
+        if webhook is not None:  # (url, events), checked by the caller (jobs.webhooks)
+            fields |= webhooks.config_fields(webhook[0], list(webhook[1]))
         keys = [idem, self._key(book_id), self._index(owner), self._counts_key]
         fp = body_fingerprint or fingerprint(request)
         outcome, found = self._create_record(
@@ -354,5 +360,15 @@ class BookStore(RecordStore):
             book_id,
             [JobState.FAILED, JobState.CANCELED],
             JobState.QUEUED,
-            {"error": "", "cancel_requested": "0", "finished_ts": ""},
+            {"error": "", "cancel_requested": "0", "finished_ts": "", **webhooks.reset_fields()},
         )
+
+    # -- webhook delivery state (jobs.webhooks), in the book's own hash ------------------------------
+    def webhook_begin(self, book_id: str, event: str, message_id: str, *, once: bool) -> bool:
+        return webhooks.begin(self.r, self._key(book_id), event, message_id, once=once)
+
+    def webhook_attempt(self, book_id: str, event: str, message_id: str, attempts: int, state: dict[str, Any]) -> bool:
+        return webhooks.record_attempt(self.r, self._key(book_id), event, message_id, attempts, state)
+
+    def webhook_throttle(self, book_id: str, interval_s: float) -> bool:
+        return webhooks.throttle(self.r, f"{self.prefix}:wh_throttle:book:{book_id}", interval_s)

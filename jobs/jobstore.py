@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from jobs import webhooks
 from jobs.contract import (
     BROKER_UNACKED_KEY,
     HEARTBEAT_PATTERN,
@@ -96,6 +97,7 @@ class JobRecord(RecordTimes):
     deadline_ts: float | None = None  # queued past this (epoch seconds), the job expires unrendered
     queue_timeout_s: float | None = None  # the setting's value that deadline_ts came from
     worker: str | None = None  # the worker that started it last (its heartbeat says whether it lives)
+    webhook: dict[str, Any] | None = None  # {url, events, deliveries} (jobs.webhooks.parse_state)
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> JobRecord:
@@ -122,6 +124,7 @@ class JobRecord(RecordTimes):
             deadline_ts=opt_float(h.get("deadline_ts")),
             queue_timeout_s=opt_float(h.get("queue_timeout_s")),
             worker=h.get("worker") or None,
+            webhook=webhooks.parse_state(h),
         )
 
 
@@ -184,13 +187,15 @@ class JobStore(RecordStore):
         job_id: str | None = None,
         queue_timeout_s: float | None = None,
         max_active: int = 0,
+        webhook: tuple[str, Iterable[str]] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Store a queued job; returns ``(record, created)``. With an idempotency key, the same owner,
         key and fingerprint (default: hash of ``request``) return the earlier job with ``created=False``;
         another fingerprint raises :class:`IdempotencyConflict`. With ``queue_timeout_s`` the record gets
         ``deadline_ts = now + queue_timeout_s``: still queued after that, it expires. With ``max_active``
         > 0, raises :class:`jobs.record_store.QuotaExceeded` when the owner has that many jobs queued or
-        running (an idempotent replay is answered first)."""
+        running (an idempotent replay is answered first). ``webhook`` is ``(url, events)``, checked by the
+        caller (jobs.webhooks)."""
         job_id = job_id or new_id("job")
         now = self.clock()
         fp = body_fingerprint or fingerprint(request)
@@ -207,6 +212,8 @@ class JobStore(RecordStore):
         if queue_timeout_s is not None:
             timeout = float(queue_timeout_s)
             fields |= {"deadline_ts": repr(now + timeout), "queue_timeout_s": repr(timeout)}
+        if webhook is not None:
+            fields |= webhooks.config_fields(webhook[0], list(webhook[1]))
         keys = [idem, self._job_key(job_id), self._index_key(owner), self._counts_key]
         outcome, found = self._create_record(
             keys, fp, job_id, now, fields, kind="job", owner=owner, max_active=max_active
@@ -409,6 +416,16 @@ class JobStore(RecordStore):
     def is_cancel_requested(self, job_id: str) -> bool:
         status, flag = self.r.hmget(self._job_key(job_id), "status", "cancel_requested")
         return bool(flag == "1" or status == JobState.CANCELED.value)
+
+    # -- webhook delivery state (jobs.webhooks), in the job's own hash ------------------------------
+    def webhook_begin(self, job_id: str, event: str, message_id: str, *, once: bool) -> bool:
+        return webhooks.begin(self.r, self._job_key(job_id), event, message_id, once=once)
+
+    def webhook_attempt(self, job_id: str, event: str, message_id: str, attempts: int, state: dict[str, Any]) -> bool:
+        return webhooks.record_attempt(self.r, self._job_key(job_id), event, message_id, attempts, state)
+
+    def webhook_throttle(self, job_id: str, interval_s: float) -> bool:
+        return webhooks.throttle(self.r, f"{self.prefix}:wh_throttle:job:{job_id}", interval_s)
 
     # -- heartbeats ------------------------------------------------------------------------------
     def heartbeat(self, name: str, info: dict[str, Any] | None = None, *, ttl_s: int = HEARTBEAT_TTL_S) -> None:

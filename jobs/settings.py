@@ -204,3 +204,40 @@ class StorageSettings:
             multipart_threshold=positive_int(e, "ECHO_S3_MULTIPART_THRESHOLD", 8 * MiB),
             multipart_chunksize=chunk,
         )
+
+
+WEBHOOK_SECRET_MIN_CHARS = 32
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Webhooks (``jobs/webhooks.py``), read by the API (secret, private addresses) and the workers (all).
+
+    ``secret`` is the operator's master secret ``ECHO_WEBHOOK_SECRET``: each API key's signing secret is
+    derived from it (HMAC over the key's name). Unset: webhooks are off (a submission naming one is 422).
+    """
+
+    secret: str | None = None
+    allow_private: bool = False  # deliver to private, loopback, link-local and reserved addresses too
+    progress_interval_s: float = 5.0  # at most one progress event per job or book this often
+    attempts: int = 6  # deliveries of one event before it is given up (progress: always 1)
+    retry_base_s: float = 5.0  # first retry after this; each next one after 3x the previous
+    timeout_s: float = 10.0  # connect + read timeout of one delivery
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
+        e = environ(env)
+        secret = get(e, "ECHO_WEBHOOK_SECRET")
+        if secret is not None and len(secret) < WEBHOOK_SECRET_MIN_CHARS:
+            raise SettingsError(
+                f"ECHO_WEBHOOK_SECRET has {len(secret)} characters; it needs at least {WEBHOOK_SECRET_MIN_CHARS} "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return cls(
+            secret=secret,
+            allow_private=boolean(e, "ECHO_WEBHOOK_ALLOW_PRIVATE", False),
+            progress_interval_s=positive(e, "ECHO_WEBHOOK_PROGRESS_INTERVAL_S", cls.progress_interval_s),
+            attempts=bounded_int(e, "ECHO_WEBHOOK_ATTEMPTS", cls.attempts, low=1, high=20),
+            retry_base_s=positive(e, "ECHO_WEBHOOK_RETRY_BASE_S", cls.retry_base_s),
+            timeout_s=positive(e, "ECHO_WEBHOOK_TIMEOUT_S", cls.timeout_s),
+        )

@@ -84,6 +84,9 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
         env.setdefault("ECHO_STORAGE_DIR", str(args.state_dir / "storage"))
     # The repository root on the path, as the images have the packages installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    # Webhooks on, to receivers on this machine too (the API listens on loopback); a dev secret only.
+    env.setdefault("ECHO_WEBHOOK_SECRET", "echo-dev-webhook-master-secret-0123456789")
+    env.setdefault("ECHO_WEBHOOK_ALLOW_PRIVATE", "1")
     if args.tiny:
         tiny_checkpoint(env, args.tiny_dir)
     return env
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             procs.append(start_redis(args))
             log(f"redis-server on {args.host}:{args.redis_port}")
         procs.append(subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env))
-        assembler_env = env | {"ECHO_WORKER_QUEUES": "tts-assembly"}
+        assembler_env = env | {"ECHO_WORKER_QUEUES": "tts-assembly,tts-webhooks"}
         procs.append(
             subprocess.Popen([sys.executable, "-m", "worker", "--role", "assemble"], cwd=ROOT, env=assembler_env)
         )

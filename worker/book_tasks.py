@@ -19,6 +19,7 @@ from jobs.errors import ErrorCode, ServiceError
 
 from .engine import Engine, get_engine
 from .settings import WorkerSettings
+from .webhook_tasks import notify, progress
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ def _guarded(
         log.exception("book %s: %s failed", book_id, task.name)
         engine.books.fail(book_id, ErrorCode.RENDER_FAILED, f"{task.name} failed: {type(exc).__name__}: {exc}")
         return {"book_id": book_id, "status": "failed", "code": ErrorCode.RENDER_FAILED.value}
+    finally:  # webhooks: started once planned, progress (throttled), completed once finished
+        notify(engine, "book", book_id)
+        progress(engine, "book", book_id)
 
 
 def register_book_tasks(

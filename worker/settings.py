@@ -7,15 +7,18 @@ Built with the shared helpers of :mod:`jobs.settings`; a missing or malformed se
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from echo_tts.config import DEFAULT_AE_REPO, DEFAULT_MODEL_REPO, DEFAULT_PAUSE_S
-from jobs.contract import QUEUE_ASSEMBLY, QUEUES
+from jobs.contract import QUEUE_ASSEMBLY, QUEUE_WEBHOOKS, QUEUES
+from jobs.logs import FORMATS as LOG_FORMATS
+from jobs.logs import LEVELS as LOG_LEVELS
 from jobs.settings import (
     DEFAULT_BOOK_TTL_S,
     DEFAULT_JOB_TTL_S,
     SettingsError,
     StorageSettings,
+    WebhookSettings,
     boolean,
     bounded_int,
     choice,
@@ -37,7 +40,9 @@ DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
 # plans books and assembles chapters and the M4B on the CPU (its own queue, never the GPU's time).
 ROLES = ("render", "assemble")
 CANVASES = ("fixed", "auto")  # echo_tts.canvas: the upstream 640-latent canvas, or fitted to each text
-DEFAULT_QUEUES = {"render": QUEUES, "assemble": (QUEUE_ASSEMBLY,)}
+# Both roles deliver webhooks by default (a render worker takes a delivery only between renders), so a
+# single worker delivers; ECHO_WORKER_QUEUES without tts-webhooks leaves them to the others.
+DEFAULT_QUEUES = {"render": (*QUEUES, QUEUE_WEBHOOKS), "assemble": (QUEUE_ASSEMBLY, QUEUE_WEBHOOKS)}
 MAX_PIECE_BYTES = 762  # one generation: 768 tokens - BOS - "[S1] " (echo_tts.text.DEFAULT_SPLIT_BYTES)
 
 
@@ -65,7 +70,7 @@ class WorkerSettings:
     dtype: str = "bfloat16"
     ae_dtype: str = "float32"
     hf_token: str | None = None
-    queues: tuple[str, ...] = QUEUES
+    queues: tuple[str, ...] = DEFAULT_QUEUES["render"]
     soft_time_limit_s: float = 600.0
     time_limit_s: float = 660.0
     visibility_timeout_s: float = 3600.0
@@ -83,7 +88,10 @@ class WorkerSettings:
     storage_retries: int = 5
     book_group_size: int = 4  # book segments rendered as one batched sampler call
     book_ttl_s: int = DEFAULT_BOOK_TTL_S
+    log_format: str = "json"  # ECHO_LOG_FORMAT: json (one object per line) or text
+    log_level: str = "INFO"  # ECHO_LOG_LEVEL (--loglevel wins)
     restore_interval_s: float = 10.0  # how often a worker re-queues deliveries older than the visibility timeout
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)  # secret, retries, timeouts
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, role: str | None = None) -> WorkerSettings:
@@ -131,4 +139,7 @@ class WorkerSettings:
             book_group_size=bounded_int(e, "ECHO_BOOK_GROUP_SIZE", 4, low=1, high=64),
             book_ttl_s=read_book_ttl_s(e),
             restore_interval_s=positive(e, "ECHO_UNACKED_RESTORE_INTERVAL_S", 10.0),
+            log_format=choice(e, "ECHO_LOG_FORMAT", "json", LOG_FORMATS),
+            log_level=choice(e, "ECHO_LOG_LEVEL", "INFO", LOG_LEVELS),
+            webhooks=WebhookSettings.from_env(e),
         )

@@ -25,6 +25,7 @@ from .book_tasks import register_book_tasks
 from .engine import get_engine
 from .runner import expire_delivery, fail_unexpected, run_synthesis
 from .voices import encode_voice
+from .webhook_tasks import notify, register_webhook_tasks
 
 TRANSIENT = (TransientStorageError, redis.ConnectionError, redis.TimeoutError)
 
@@ -42,7 +43,9 @@ def on_task_revoked(sender: Any = None, request: Any = None, expired: bool = Fal
     def requeue(kwargs: dict[str, Any]) -> None:  # a fresh task id: Celery now counts the job id as revoked
         sender.app.send_task(SYNTHESIZE, kwargs=kwargs, queue=queue, retries=retries)
 
-    expire_delivery(get_engine(), job_id, requeue)
+    engine = get_engine()
+    expire_delivery(engine, job_id, requeue)
+    notify(engine, "job", job_id)  # completed, when it expired
 
 
 def register_tasks(app: Celery, settings: WorkerSettings) -> None:
@@ -70,8 +73,11 @@ def register_tasks(app: Celery, settings: WorkerSettings) -> None:
         except Exception as exc:
             fail_unexpected(engine, job_id, exc)
             raise
+        finally:
+            notify(engine, "job", job_id)  # completed, whichever way the job ended (once: jobs.webhooks.fire)
 
     register_book_tasks(app, settings, retry, TRANSIENT)
+    register_webhook_tasks(app, settings)
 
     @app.task(name=ENCODE_VOICE, bind=True, **retry)
     def encode_voice_task(self: Task, voice_id: str, reference_key: str | None = None) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def test_each_service_environment_satisfies_its_own_settings_loader(services: di
     assert worker.device == "cuda"
     # And the assembler is the same worker in the assemble role, on the CPU queue only, same Redis and bucket
     assembler = WorkerSettings.from_env(env_of(services, "assembler"), role="assemble")
-    assert (assembler.role, assembler.queues, assembler.device) == ("assemble", ("tts-assembly",), "cpu")
+    assert (assembler.role, assembler.queues, assembler.device) == ("assemble", ("tts-assembly", "tts-webhooks"), "cpu")
     assert assembler.storage == init and assembler.redis_url == worker.redis_url
     assert services["assembler"]["command"][-2:] == ["--role", "assemble"] and "deploy" not in services["assembler"]
 

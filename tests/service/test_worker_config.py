@@ -20,8 +20,9 @@ BASE = {"ECHO_REDIS_URL": "redis://127.0.0.1:6379/0"}
 def test_defaults_need_only_the_redis_url() -> None:
     # Given only ECHO_REDIS_URL
     settings = WorkerSettings.from_env(BASE)
-    # Then the rest has working defaults: local storage, both queues, limits in the right order
-    assert settings.storage.backend == "local" and settings.queues == contract.QUEUES
+    # Then the rest has working defaults: local storage, both rendering queues and webhook deliveries,
+    # limits in the right order
+    assert settings.storage.backend == "local" and settings.queues == (*contract.QUEUES, contract.QUEUE_WEBHOOKS)
     assert settings.soft_time_limit_s < settings.time_limit_s < settings.visibility_timeout_s
     # And long text is split into ~20 s pieces, well under the one-generation byte limit
     assert settings.max_piece_bytes == 300
@@ -74,6 +75,7 @@ def test_celery_is_configured_for_long_gpu_tasks() -> None:
         contract.QUEUE_INTERACTIVE: ("tts", "tts"),
         contract.QUEUE_BULK: ("tts-bulk", "tts-bulk"),
         contract.QUEUE_ASSEMBLY: ("tts-assembly", "tts-assembly"),
+        contract.QUEUE_WEBHOOKS: ("tts-webhooks", "tts-webhooks"),
     }
 
 
@@ -119,8 +121,8 @@ def test_the_assemble_role_serves_the_cpu_queue_and_a_flag_wins_over_the_setting
     assembler = WorkerSettings.from_env(env | {"ECHO_WORKER_ROLE": "assemble"})
     flagged = WorkerSettings.from_env(env | {"ECHO_WORKER_ROLE": "assemble"}, role="render")
     # Then the render role takes the GPU queues, the assemble role the CPU queue, and the flag wins
-    assert (default.role, default.queues) == ("render", ("tts", "tts-bulk"))
-    assert (assembler.role, assembler.queues) == ("assemble", ("tts-assembly",))
+    assert (default.role, default.queues) == ("render", ("tts", "tts-bulk", "tts-webhooks"))
+    assert (assembler.role, assembler.queues) == ("assemble", ("tts-assembly", "tts-webhooks"))
     assert flagged.role == "render"
     # And a role that does not exist is refused by name
     with pytest.raises(SettingsError, match="ECHO_WORKER_ROLE='gpu' must be one of render, assemble"):

@@ -15,7 +15,7 @@ from flask import redirect, request, url_for
 from kombu.exceptions import OperationalError
 from werkzeug.wrappers import Response
 
-from api import voices_service
+from api import voices_service, webhooks_service
 from api.downloads import stream_object
 from api.errors import APIError, idempotency_conflict, invalid, not_found
 from api.quotas import quota_exceeded
@@ -41,7 +41,7 @@ def parse_submission() -> tuple[JobCreate, Upload | None]:
             json_fields=("overrides", "metadata"), int_fields=("seed", "sample_rate"), files=("speaker_audio",)
         )
         upload = read_audio("speaker_audio", max_seconds=services().settings.max_reference_seconds, required=False)
-        return JobCreate.model_validate(data), upload
+        return JobCreate.model_validate(webhooks_service.form_events(data)), upload
     return JobCreate.model_validate(json_body()), None
 
 
@@ -79,7 +79,7 @@ def _check_limits(owner: str, body: JobCreate, upload: Upload | None) -> str | N
 
 
 def _synthesis_request(
-    job_id: str, owner: str, body: JobCreate, upload: Upload | None, voice_id: str | None
+    job_id: str, owner: str, body: JobCreate, upload: Upload | None, voice_id: str | None, *, stream: bool = False
 ) -> SynthesisRequest:
     speaker_key = contract.upload_key(job_id, f"reference.{upload.kind.extension}") if upload else None
     req = SynthesisRequest(
@@ -94,6 +94,7 @@ def _synthesis_request(
         sample_rate=body.sample_rate,
         owner=owner,
         metadata=body.metadata,
+        stream=stream,
     )
     try:
         req.validate()  # the contract's own check: a safety net behind the schema
@@ -102,11 +103,15 @@ def _synthesis_request(
     return req
 
 
-def submit(owner: str, body: JobCreate, upload: Upload | None, idempotency_key: str | None) -> tuple[JobRecord, bool]:
-    """Store the job, upload a one-shot reference, enqueue; ``(record, created)`` (False: idempotent replay)."""
+def submit(
+    owner: str, body: JobCreate, upload: Upload | None, idempotency_key: str | None, *, stream: bool = False
+) -> tuple[JobRecord, bool]:
+    """Store the job, upload a one-shot reference, enqueue; ``(record, created)`` (False: idempotent replay).
+    ``stream``: the worker publishes the audio piece by piece as well (a streamed speech answer)."""
     voice_id = _check_limits(owner, body, upload)
+    webhook = webhooks_service.checked(body.webhook, body.webhook_events)
     s = services()
-    req = _synthesis_request(new_id("job"), owner, body, upload, voice_id)
+    req = _synthesis_request(new_id("job"), owner, body, upload, voice_id, stream=stream)
     fp = fingerprint({"body": body.model_dump(mode="json"), "speaker_audio": upload.sha256 if upload else None})
     try:
         record, created = s.store.create(
@@ -117,6 +122,7 @@ def submit(owner: str, body: JobCreate, upload: Upload | None, idempotency_key: 
             job_id=req.job_id,
             queue_timeout_s=s.settings.queue_timeout_s,
             max_active=s.settings.max_queued_jobs,
+            webhook=webhook,
         )
     except QuotaExceeded as exc:
         raise quota_exceeded(exc) from None
@@ -197,6 +203,7 @@ def view(record: JobRecord) -> dict[str, Any]:
         "error": record.error,
         "timings": record.timings,
         "worker": _worker(record),
+        "webhook": record.webhook,
         "links": {"self": self_url, "audio": f"{self_url}/audio"},
     }
 
@@ -216,7 +223,9 @@ def get_owned(owner: str, job_id: str) -> JobRecord:
     record = store.get(job_id, owner=owner)
     if record is None:
         raise not_found("job", job_id)
-    return store.expire_if_due(record)
+    record = store.expire_if_due(record)
+    webhooks_service.completed("job", record)  # e.g. it expired just now: nobody else tells the webhook
+    return record
 
 
 def list_owned(owner: str) -> dict[str, Any]:
@@ -230,6 +239,8 @@ def list_owned(owner: str) -> dict[str, Any]:
         )
     except InvalidCursor as exc:
         raise invalid("cursor", str(exc)) from None
+    for record in records:
+        webhooks_service.completed("job", record)
     return {"jobs": [view(r) for r in records], "next_cursor": cursor}
 
 
@@ -244,6 +255,7 @@ def cancel(owner: str, job_id: str) -> JobRecord:
             s.queue.revoke(job_id)
         except UNAVAILABLE as exc:  # the worker also checks the record before it starts: still canceled
             log.warning("could not revoke %s: %s", job_id, exc)
+    webhooks_service.completed("job", after)
     return after
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
+from api.webhook_schemas import Event, WebhookState, events_field, webhook_field
 from jobs import contract
 
 if TYPE_CHECKING:  # the literals below are built from the contract at run time
@@ -87,6 +88,8 @@ class JobCreate(_Strict):
         description="Opaque, echoed back (limits: ECHO_MAX_METADATA_BYTES of JSON, "
         f"nested at most MAX_METADATA_DEPTH={contract.MAX_METADATA_DEPTH} levels)",
     )
+    webhook: str | None = webhook_field()
+    webhook_events: list[Event] | None = events_field()
 
     @field_validator("text")
     @classmethod
@@ -164,6 +167,7 @@ class Job(BaseModel):
     error: ErrorBody | None
     timings: dict[str, float] | None = Field(description="queue_s, render_s, rtf (render time / audio time)")
     worker: JobWorker | None = Field(None, description="While running: the worker holding it and its last heartbeat")
+    webhook: WebhookState | None = Field(None, description="The job's webhook and its deliveries; null: none")
     links: dict[str, str]
 
 
@@ -242,7 +246,12 @@ class SpeechCreate(_Strict):
     speed: float = Field(
         1.0, description="Only 1.0: Echo-TTS has no speaking-rate control and the service does not time-stretch"
     )
-    stream_format: Literal["audio"] = Field("audio", description="Only audio (the whole file); sse is not offered")
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio",
+        description="audio: the audio bytes; pcm, wav and mp3 are sent as they are rendered (chunked), the other "
+        "formats once complete. sse: server-sent events speech.audio.delta (base64 audio) then speech.audio.done "
+        "(pcm, wav or mp3 only)",
+    )
     seed: int | None = Field(
         None, strict=True, ge=0, lt=2**63, description="Extension: recorded; random when absent (answered in X-Seed)"
     )
@@ -277,3 +286,14 @@ class SpeechCreate(_Strict):
                 "does not time-stretch audio"
             )
         return speed
+
+    @field_validator("stream_format")
+    @classmethod
+    def _streamable(cls, stream_format: str, info: ValidationInfo) -> str:
+        fmt = info.data.get("response_format")  # validated before: it is declared first
+        if stream_format == "sse" and fmt is not None and fmt not in contract.STREAM_FORMATS:
+            raise ValueError(
+                f"sse carries {', '.join(contract.STREAM_FORMATS)} audio only; response_format {fmt} needs "
+                'stream_format "audio"'
+            )
+        return stream_format

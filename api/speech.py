@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Response
 
-from api import jobs_service, voices_service
+from api import jobs_service, speech_stream, voices_service
 from api.downloads import stream_object
 from api.errors import APIError
 from api.schemas import JobCreate, SpeechCreate
@@ -37,6 +37,7 @@ _FAILED_STATUS = {
     contract.ErrorCode.VOICE_NOT_READY: 422,
     contract.ErrorCode.VOICE_NOT_FOUND: 404,
     contract.ErrorCode.STORAGE_UNAVAILABLE: 503,
+    contract.ErrorCode.OUT_OF_MEMORY: 503,  # the worker's memory, not the request's form: shorter text may pass
     contract.ErrorCode.UNAVAILABLE: 503,
     contract.ErrorCode.EXPIRED: 504,
     contract.ErrorCode.TIME_LIMIT: 504,
@@ -58,6 +59,11 @@ def _voice_id(owner: str, voice: str) -> str | None:
     return record.id if record is not None else None
 
 
+def streamed(body: SpeechCreate) -> bool:
+    """Whether the answer is sent as it is rendered: SSE always; raw audio when the format can be cut."""
+    return body.stream_format == "sse" or body.response_format in contract.STREAM_FORMATS
+
+
 def submit(owner: str, body: SpeechCreate, idempotency_key: str | None) -> JobRecord:
     """The speech request as an ordinary job on the interactive queue (model recorded in metadata)."""
     rate = body.sample_rate or (PCM_DEFAULT_RATE if body.response_format == "pcm" else None)
@@ -72,7 +78,7 @@ def submit(owner: str, body: SpeechCreate, idempotency_key: str | None) -> JobRe
         metadata={"endpoint": "/v1/audio/speech", "model": body.model}
         | ({"instructions": body.instructions} if body.instructions else {}),
     )
-    record, _ = jobs_service.submit(owner, job, None, idempotency_key)
+    record, _ = jobs_service.submit(owner, job, None, idempotency_key, stream=streamed(body))
     return record
 
 
@@ -150,12 +156,28 @@ def audio(record: JobRecord) -> Response:
 
 
 def speak(owner: str, body: SpeechCreate) -> Response:
-    """Submit, wait, answer: the audio, or the envelope saying why not."""
+    """Submit, wait, answer: the audio (streamed as it is rendered where it can be), or the envelope
+    saying why not."""
     settings = services().settings
     timeout_s = settings.speech_timeout_s
     jobs_service.check_text_length(body.input, "input")
     record = submit(owner, body, jobs_service.idempotency_key())
+    if streamed(body):
+        return _streamed(record, body, timeout_s)
     done = wait(record.id, timeout_s)
     if done is None or done.status is not JobState.SUCCEEDED:
         raise refusal(done, record.id, timeout_s)
     return audio(done)
+
+
+def _streamed(record: JobRecord, body: SpeechCreate, timeout_s: float) -> Response:
+    """The answer starts with the first rendered piece; until then failures answer as above."""
+    sse, input_bytes = body.stream_format == "sse", len(body.input.encode())
+    reader = speech_stream.reader(record, timeout_s)
+    first = reader.next_chunks()
+    if first is None:  # the job ended (or stalled) before any audio was published
+        done = reader.record
+        if done is None or done.status is not JobState.SUCCEEDED:
+            raise refusal(done, record.id, timeout_s)
+        return speech_stream.whole_file_events(done, input_bytes) if sse else audio(done)
+    return speech_stream.response(reader, first, record, sse=sse, input_bytes=input_bytes)

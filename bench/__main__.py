@@ -10,7 +10,9 @@ figures issue 10 tracks, and ends with one line ``RESULT {json}``:
 - ``book_audio_s_per_s``: audio seconds per wall second for that book, submit to M4B;
 - ``voice_cache_speedup``: re-encoding a 30 s reference ÷ loading its stored latents;
 - ``queue_overhead_p50_ms``, ``queue_overhead_p99_ms``: submit-to-start with an idle worker over real
-  HTTP, Redis and Celery; ``api_submits_per_s``: accepted submits per second from concurrent clients
+  HTTP, Redis and Celery; ``api_submits_per_s``: accepted submits per second from concurrent clients;
+  ``speech_first_audio_s``: time to the first audio byte of streamed speech for a ~3,600-character text,
+  and ``speech_first_audio_speedup``: the whole-file answer's time to its first byte ÷ that
   (``bench_service.py``);
 - ``device`` and the model widths and batch sizes each figure was taken at.
 
@@ -92,6 +94,8 @@ def summarise(raw: dict[str, dict[str, Any]], device: str) -> dict[str, Any]:
         "queue_overhead_p50_ms": round(service["submit_to_start_idle_worker"]["p50_ms"], 2),
         "queue_overhead_p99_ms": round(service["submit_to_start_idle_worker"]["p99_ms"], 2),
         "api_submits_per_s": round(service["api_submits"]["submits_per_s"], 1),
+        "speech_first_audio_s": round(service["speech_first_audio"]["streamed_first_audio_s"], 3),
+        "speech_first_audio_speedup": round(service["speech_first_audio"]["first_audio_speedup"], 2),
         "device": device,
         "taken_at": {
             "canvas": f"random EchoDiT width {canvas['model']['model_size']}, {canvas['model']['num_layers']} layers, "

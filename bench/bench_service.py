@@ -304,6 +304,41 @@ def bench_downloadable(client: Any, runs: int, steps: int | None, text: str = SE
     }
 
 
+def bench_first_audio(stack: Stack, runs: int, steps: int | None) -> dict[str, Any]:
+    """Time to the first audio byte of ``POST /v1/audio/speech`` for a long text: streamed (pcm: the first
+    piece, cut short and rendered alone) ÷ whole-file (flac: after the last piece), side by side."""
+    session = requests.Session()
+    overrides = {"overrides": {"num_steps": steps}} if steps else {}
+
+    def first_byte(fmt: str, seed: int) -> tuple[float, float]:
+        body = {"input": LONG_TEXT, "voice": "none", "response_format": fmt, "seed": seed} | overrides
+        began = time.perf_counter()
+        with session.post(stack.api + "/v1/audio/speech", json=body, stream=True, timeout=600) as answer:
+            answer.raise_for_status()
+            chunks = answer.iter_content(chunk_size=None)
+            next(chunks)
+            first = time.perf_counter() - began
+            for _ in chunks:
+                pass
+        return first, time.perf_counter() - began
+
+    streamed, whole = [], []
+    for seed in range(runs):  # alternated, so a change in the machine's load hits both alike
+        streamed.append(first_byte("pcm", seed))
+        whole.append(first_byte("flac", seed))
+    first_streamed = statistics.median(f for f, _ in streamed)
+    first_whole = statistics.median(f for f, _ in whole)
+    return {
+        "streamed_first_audio_s": first_streamed,
+        "streamed_total_s": statistics.median(t for _, t in streamed),
+        "whole_file_first_audio_s": first_whole,
+        "first_audio_speedup": first_whole / first_streamed,
+        "chars": len(LONG_TEXT),
+        "steps": steps or 40,
+        "n": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--idle-jobs", type=int, default=40)
@@ -317,12 +352,22 @@ def main() -> None:
         action="store_true",
         help="no API and no S3: submit through Redis + Celery as the API does, local storage",
     )
+    parser.add_argument(
+        "--first-audio-only",
+        action="store_true",
+        help="only the streamed-speech measurement (time to first audio, streamed vs whole file)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-service-"))
     checkpoint = tiny_checkpoint(args.checkpoint or workdir / "ckpt")
     stack = Stack(workdir, checkpoint, with_api=not args.worker_only)
     results: dict[str, Any] = {}
     try:
+        if args.first_audio_only:
+            stack.start_worker()
+            results["speech_first_audio"] = bench_first_audio(stack, args.runs, args.fast_steps)
+            print(json.dumps(results, indent=2))
+            return
         if not args.worker_only:
             results["api_submits"] = bench_submits(stack, args.submits, args.concurrency)
             import redis
@@ -335,6 +380,8 @@ def main() -> None:
         results["submit_to_downloadable_default_steps"] = bench_downloadable(client, args.runs, None)
         results["submit_to_downloadable_fast"] = bench_downloadable(client, args.runs, args.fast_steps)
         results["long_text_3600_chars_default_steps"] = bench_downloadable(client, 1, None, LONG_TEXT)
+        if not args.worker_only:
+            results["speech_first_audio"] = bench_first_audio(stack, args.runs, args.fast_steps)
     finally:
         stack.close()
     print(json.dumps(results, indent=2))

@@ -41,6 +41,7 @@ __all__ = [
     "AUDIO_FORMATS",
     "AudioFormat",
     "encode_audio",
+    "encode_stream_chunk",
     "join_segments",
     "output_sample_rate",
     "resample",
@@ -214,6 +215,43 @@ def encode_audio(
     if fmt == "opus":
         return _encode_pyav(array, rate, container="ogg", codec="libopus", bit_rate=OPUS_BIT_RATE)
     return _encode_m4a(array, rate)
+
+
+def encode_stream_chunk(
+    samples: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    fmt: str,
+    *,
+    out_sample_rate: int | None = None,
+) -> bytes:
+    """One chunk of a track sent while it is rendered: bytes that simply follow the previous chunk's.
+
+    ``pcm`` and ``wav``: 16-bit little-endian samples, each converted as that format's file converts
+    them (a streamed wav is one header, then these; the header is the receiver's job). ``mp3``: bare
+    MPEG frames, without the ID3 tag and Xing header a file starts with, so concatenated chunks decode
+    as one stream (each chunk adds the encoder's padding, under 0.1 s, which falls in the pause between
+    pieces). Resampled and clipped as :func:`encode_audio`
+    does; an empty chunk is ``b""``. Other formats cannot be cut this way: :class:`UnsupportedFormat`.
+    """
+    if fmt not in ("pcm", "wav", "mp3"):
+        raise UnsupportedFormat(f"{fmt} cannot be streamed; streamable formats: pcm, wav, mp3")
+    rate = output_sample_rate(fmt, sample_rate, out_sample_rate)
+    array = _as_mono_float32(samples)
+    if array.size == 0:
+        return b""
+    if rate != int(sample_rate):
+        array = resample(torch.from_numpy(array), int(sample_rate), rate).numpy()
+    array = np.clip(array, -1.0, 1.0).astype(np.float32, copy=False)
+    if fmt == "mp3":
+        buffer = io.BytesIO()
+        with av.open(buffer, mode="w", format="mp3", options={"write_xing": "0", "id3v2_version": "0"}) as out:
+            _write_stream(out, array, rate, "libmp3lame", MP3_BIT_RATE)
+        return buffer.getvalue()
+    if fmt == "wav":  # libsndfile's own float -> 16-bit conversion, so the samples equal the wav file's
+        buffer = io.BytesIO()
+        sf.write(buffer, array, rate, format="RAW", subtype="PCM_16", endian="LITTLE")
+        return buffer.getvalue()
+    return np.round(array * 32767.0).astype("<i2").tobytes()
 
 
 def _write_stream(

@@ -33,8 +33,11 @@ BOOK_ASSEMBLE = "echo.book.assemble"  # kwargs: {"book_id": str}
 QUEUE_INTERACTIVE = "tts"  # short interactive jobs; never waits behind a book
 QUEUE_BULK = "tts-bulk"  # audiobook segment groups and other bulk work
 QUEUE_ASSEMBLY = "tts-assembly"  # CPU work of books: planning, chapter and M4B assembly (no model)
-QUEUES = (QUEUE_INTERACTIVE, QUEUE_BULK)  # what a GPU worker consumes by default
-ALL_QUEUES = (*QUEUES, QUEUE_ASSEMBLY)
+# Webhooks (jobs/webhooks.py): one signed HTTP delivery of one event, retried with backoff by the task.
+WEBHOOK_DELIVER = "echo.webhook.deliver"  # kwargs: {"kind", "record_id", "event", "message_id", "payload"}
+QUEUE_WEBHOOKS = "tts-webhooks"  # webhook deliveries (assemblers, and render workers when idle)
+QUEUES = (QUEUE_INTERACTIVE, QUEUE_BULK)  # what a GPU worker renders (it also delivers webhooks by default)
+ALL_QUEUES = (*QUEUES, QUEUE_ASSEMBLY, QUEUE_WEBHOOKS)
 
 # A task re-delivered more often than this (worker killed each time) fails the job instead of
 # looping forever (celery's task_reject_on_worker_lost "can cause message loops").
@@ -89,6 +92,9 @@ OUTPUT_FORMATS: dict[str, OutputFormat] = {
     "pcm": OutputFormat("pcm", "audio/L16", STANDARD_RATES),  # raw 16-bit little-endian mono
 }
 DEFAULT_FORMAT = "wav"
+# Formats whose audio can be sent as it is rendered: raw samples (pcm, and wav behind a streaming
+# header) and MP3 frames; the others need the whole track (FLAC's and M4A's headers, Ogg pages).
+STREAM_FORMATS = ("pcm", "wav", "mp3")
 
 # The six names of echo_tts.config.SAMPLER_PRESETS, in upstream order (a test checks equality).
 PRESET_NAMES = (
@@ -224,6 +230,8 @@ class SynthesisRequest:
     sample_rate: int | None = None
     owner: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # publish each piece's audio as it is rendered (jobs/audio_stream.py) for a streamed speech answer
+    stream: bool = False
 
     def validate(self) -> None:
         """Raise ContractError naming the first field that breaks the contract."""
@@ -244,6 +252,11 @@ class SynthesisRequest:
             problems.append("seed must be an integer in [0, 2**63)")
         problems += override_errors(self.overrides)
         problems += metadata_errors(self.metadata)
+        stream: object = self.stream  # from JSON: anything
+        if not isinstance(stream, bool):
+            problems.append("stream must be true or false")
+        elif self.stream and self.format not in STREAM_FORMATS:
+            problems.append(f"only {', '.join(STREAM_FORMATS)} can be streamed, not {self.format!r}")
         if problems:
             raise ContractError("; ".join(problems))
 
@@ -402,3 +415,9 @@ def inflight_worker(key: str) -> str:
 def sweep_lock_key(worker_name: str) -> str:
     """Held (briefly) by the worker that re-queues a dead worker's messages."""
     return f"echo:inflight_sweep:{worker_name}"
+
+
+# --- streamed speech: a job's audio chunks as they are rendered (jobs/audio_stream.py) -------------
+def job_audio_stream_key(job_id: str) -> str:
+    """Redis stream of a streamed job's audio chunks, in order."""
+    return f"echo:audio-stream:{job_id}"

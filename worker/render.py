@@ -5,6 +5,10 @@ Long text is split with ``echo_tts.text.split_text`` (sentence boundaries; never
 rendered ``batch_size`` pieces per ``pipeline.synthesize_batch`` call, and joined with
 ``join_segments``. Piece ``i`` uses seed ``request.seed + i`` (recorded per piece), so a piece
 renders the same alone or in a batch, and the same request and seed give the same samples.
+
+A streamed render (``on_chunk``) hands each piece's share of the finished track to the caller as soon as
+its batch is done. First audio is what a streaming client waits for, so the first piece is kept short
+(``FIRST_PIECE_BYTES``: the first sentence or two) and rendered alone before the others are batched.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from jobs.contract import SynthesisRequest
 from jobs.errors import ErrorCode, ServiceError
 
 SEED_SPACE = 2**63  # seeds wrap inside torch.Generator.manual_seed's accepted range
+# ~120 UTF-8 bytes speak in ~8 s: a fitted canvas renders that in a fraction of a full one
+FIRST_PIECE_BYTES = 120
+ChunkSink = Callable[[int, np.ndarray, int], None]  # (piece index, samples (N,), sample rate)
 
 
 class RenderCancelled(ServiceError):
@@ -129,9 +136,47 @@ def piece_seeds(seed: int, count: int) -> list[int]:
     return [(seed + i) % SEED_SPACE for i in range(count)]
 
 
-def plan_pieces(text: str, max_bytes: int | None = None) -> list[str]:
-    """The generations a text needs; ``"".join(pieces) == text``. Whitespace-only text gives []."""
-    return split_text(text) if max_bytes is None else split_text(text, max_bytes)
+def plan_pieces(text: str, max_bytes: int | None = None, *, first_bytes: int | None = None) -> list[str]:
+    """The generations a text needs; ``"".join(pieces) == text``. Whitespace-only text gives [].
+    ``first_bytes`` cuts the first piece short (at a sentence or clause end where there is one)."""
+    pieces = split_text(text) if max_bytes is None else split_text(text, max_bytes)
+    if first_bytes is None or len(pieces) == 0 or len(pieces[0].encode()) <= first_bytes:
+        return pieces
+    first = split_text(text, first_bytes)[0]
+    rest = text[len(first) :]
+    if not rest.strip():
+        return pieces
+    return [first, *plan_pieces(rest, max_bytes)]
+
+
+def plan_batches(count: int, batch_size: int, *, lead: int | None = None) -> list[range]:
+    """Piece indices per sampler call, in order; ``lead`` pieces go first in a batch of their own."""
+    start, batches = 0, []
+    if lead and count > lead:
+        batches.append(range(0, lead))
+        start = lead
+    batches += [range(lo, min(lo + batch_size, count)) for lo in range(start, count, batch_size)]
+    return batches
+
+
+class TrackChunks:
+    """The joined track cut into one chunk per piece as the pieces arrive: the pause before the piece,
+    then the piece with its fades. Concatenated, the chunks are exactly ``join_segments(pieces)`` (a
+    piece rendered to nothing gives an empty chunk and no pause, as there)."""
+
+    def __init__(self, sample_rate: int, pause_s: float) -> None:
+        self.sample_rate, self.pause_s = sample_rate, pause_s
+        self._started = False
+
+    def add(self, samples: np.ndarray) -> np.ndarray:
+        faded = join_segments([samples], self.sample_rate, pause_s=self.pause_s)  # one piece: fades only
+        if faded.size == 0:
+            return faded
+        if not self._started:
+            self._started = True
+            return faded
+        pause = np.zeros(int(round(self.pause_s * self.sample_rate)), dtype=np.float32)
+        return np.concatenate([pause, faded])
 
 
 def render(
@@ -143,18 +188,22 @@ def render(
     pause_s: float = 0.25,
     control: RenderControl | None = None,
     max_piece_bytes: int | None = None,
+    on_chunk: ChunkSink | None = None,
 ) -> Rendered:
     """Render the whole request. Raises RenderCancelled / RenderTimeLimit from the hooks, and the
-    model library's ``InvalidInput`` errors for input the model refuses."""
+    model library's ``InvalidInput`` errors for input the model refuses. ``on_chunk`` receives each
+    piece's share of the track (``TrackChunks``) in order, as soon as the piece is rendered."""
     control = control or RenderControl()
     config = sampler_config(request)
-    pieces = plan_pieces(request.text, max_piece_bytes)
+    streamed = on_chunk is not None
+    pieces = plan_pieces(request.text, max_piece_bytes, first_bytes=FIRST_PIECE_BYTES if streamed else None)
     if not pieces:
         from echo_tts.errors import InvalidInput
 
         raise InvalidInput("text is empty after removing whitespace")
     seeds = piece_seeds(request.seed, len(pieces))
-    batches = [range(lo, min(lo + batch_size, len(pieces))) for lo in range(0, len(pieces), batch_size)]
+    batches = plan_batches(len(pieces), batch_size, lead=1 if streamed else None)
+    chunks: TrackChunks | None = None
     total_steps = config.num_steps * len(batches)
     results: list[SynthResult] = []
     if control.should_stop():
@@ -179,6 +228,10 @@ def render(
             )
         except Cancelled:
             raise control.stop_error() from None
+        if on_chunk is not None:
+            chunks = chunks or TrackChunks(int(results[0].sample_rate), pause_s)
+            for index in batch:
+                on_chunk(index, chunks.add(np.asarray(results[index].samples)), chunks.sample_rate)
         control.on_progress(
             ProgressReport(
                 (number + 1) / len(batches), (number + 1) * config.num_steps, total_steps, len(results), len(pieces)

@@ -9,16 +9,23 @@ uploaded, so a storage retry on the same machine uploads without rendering again
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from echo_tts.audio import encode_stream_chunk, output_sample_rate
 from echo_tts.errors import InvalidAudio, InvalidInput, TextTooLong, UnsupportedFormat
+from jobs.audio_stream import AudioStream
 from jobs.contract import (
     MAX_DELIVERIES,
     OUTPUT_FORMATS,
@@ -30,8 +37,10 @@ from jobs.contract import (
     job_audio_key,
     job_result_key,
 )
+from jobs.render_stats import RenderStats
 from jobs.storage import ObjectNotFound, StorageError, TransientStorageError
 
+from . import webhook_tasks
 from .engine import Engine
 from .render import ProgressReport, RenderCancelled, RenderControl, RenderTimeLimit, encode_output, render
 from .voices import JobFailure, resolve_speaker
@@ -75,6 +84,25 @@ class ProgressWriter:
             segments_done=report.segments_done,
             segments_total=report.segments_total,
         )
+        webhook_tasks.progress(self.engine, "job", self.job_id)  # throttled: ECHO_WEBHOOK_PROGRESS_INTERVAL_S
+
+
+class ChunkPublisher:
+    """Encodes each rendered piece's share of the track in the job's format and appends it to the
+    job's audio stream (``jobs/audio_stream.py``), where the API answering the request reads it."""
+
+    def __init__(self, stream: AudioStream, request: SynthesisRequest) -> None:
+        self.stream, self.request = stream, request
+        self.count, self.rate = 0, 0
+
+    def __call__(self, index: int, samples: np.ndarray, sample_rate: int) -> None:
+        self.rate = output_sample_rate(self.request.format, sample_rate, self.request.sample_rate)
+        data = encode_stream_chunk(samples, sample_rate, self.request.format, out_sample_rate=self.request.sample_rate)
+        self.stream.publish(self.request.job_id, index, data, self.rate)
+        self.count = index + 1
+
+    def finish(self) -> None:
+        self.stream.finish(self.request.job_id, self.count, self.rate)
 
 
 def _spool_dir(job_id: str) -> Path:
@@ -108,6 +136,7 @@ def _render_to_spool(engine: Engine, request: SynthesisRequest) -> dict[str, Any
         on_progress=ProgressWriter(engine, request.job_id),
         deadline=started + engine.settings.soft_time_limit_s,
     )
+    publisher = ChunkPublisher(AudioStream(engine.jobs.r), request) if request.stream else None
     rendered = render(
         engine.pipeline,
         request,
@@ -116,7 +145,10 @@ def _render_to_spool(engine: Engine, request: SynthesisRequest) -> dict[str, Any
         max_piece_bytes=engine.settings.max_piece_bytes,
         pause_s=engine.settings.segment_pause_s,
         control=control,
+        on_chunk=publisher,
     )
+    if publisher is not None:
+        publisher.finish()
     model_done = time.monotonic()
     data = encode_output(rendered, request.format, request.sample_rate)
     fmt = OUTPUT_FORMATS[request.format]
@@ -200,6 +232,7 @@ def run_synthesis(engine: Engine, payload: dict[str, Any], *, retries: int = 0) 
     if attempts > MAX_DELIVERIES + retries:
         engine.jobs.fail(job_id, ErrorCode.WORKER_LOST, f"the worker was lost {attempts - 1} times on this job")
         return _outcome(job_id, JobState.FAILED)
+    webhook_tasks.notify(engine, "job", job_id)  # started (completed is fired by the task when it ends)
     engine.busy_job = job_id
     try:
         return _render_and_store(engine, request)
@@ -228,9 +261,39 @@ def _render_and_store(engine: Engine, request: SynthesisRequest) -> dict[str, An
         raise
     except StorageError as exc:
         return _fail(engine, job_id, ErrorCode.STORAGE_UNAVAILABLE, str(exc))
+    except Exception as exc:  # out of memory fails this job only; anything else is render_failed (tasks.py)
+        if not _is_out_of_memory(exc):
+            raise
+        return _out_of_memory(engine, job_id, exc)
     engine.jobs.succeed(job_id, described["result"], described["timings"])
+    RenderStats(engine.jobs.r, prefix=engine.jobs.prefix).job_rendered(described["result"], described["timings"])
     _clear_spool(job_id)
     return _outcome(job_id, JobState.SUCCEEDED, key=described["result"]["key"])
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's (``torch.OutOfMemoryError``), Python's, or torch's CPU allocator refusing (a RuntimeError)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def _out_of_memory(engine: Engine, job_id: str, exc: BaseException) -> dict[str, Any]:
+    """Fail the job with ``out_of_memory`` after freeing what the failed render held, so the worker
+    serves the next job: the traceback's frames (and their tensors) are cleared, then CUDA's cache."""
+    detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+    if exc.__traceback__ is not None:
+        traceback.clear_frames(exc.__traceback__)
+        exc.__traceback__ = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    log.warning("job %s ran out of memory: %s", job_id, detail)
+    message = (
+        f"out of memory while rendering ({detail}); send a shorter text, or lower the worker's "
+        f"ECHO_BATCH_SIZE (now {engine.settings.batch_size}) so fewer pieces render at once"
+    )
+    return _fail(engine, job_id, ErrorCode.OUT_OF_MEMORY, message)
 
 
 def _fail(engine: Engine, job_id: str, code: str, message: str) -> dict[str, Any]:

@@ -10,7 +10,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from echo_tts.audio import AUDIO_FORMATS, encode_audio, join_segments, output_sample_rate, trim_silence
+from echo_tts.audio import (
+    AUDIO_FORMATS,
+    encode_audio,
+    encode_stream_chunk,
+    join_segments,
+    output_sample_rate,
+    trim_silence,
+)
 from echo_tts.errors import InvalidAudio, InvalidInput, UnsupportedFormat
 
 RATE = 44_100
@@ -213,3 +220,36 @@ def test_trim_silence_cuts_quiet_edges_but_keeps_a_margin():
     # Then about the core plus two margins remains, and silence alone trims to nothing
     assert abs(trimmed.size - (core.size + 2 * int(0.05 * RATE))) <= 2
     assert trim_silence(np.zeros(100, np.float32), RATE).size == 0
+
+
+# --- chunks of a track sent while it renders ---------------------------------------------------------
+
+
+def test_streamed_pcm_chunks_are_the_samples_pcm_encoding_writes() -> None:
+    # Given a track cut in two
+    track = sine(1.0, 44_100)
+    # When each half is encoded as a stream chunk
+    parts = [encode_stream_chunk(half, 44_100, "pcm") for half in (track[:20_000], track[20_000:])]
+    # Then the chunks put together are the pcm file of the whole track, byte for byte
+    assert b"".join(parts) == encode_audio(track, 44_100, "pcm")
+    # and wav chunks are the wav file's 16-bit samples (the streaming header is the receiver's)
+    wav_chunks = b"".join(encode_stream_chunk(half, 44_100, "wav") for half in (track[:20_000], track[20_000:]))
+    stored, _ = sf.read(io.BytesIO(encode_audio(track, 44_100, "wav")), dtype="int16")
+    assert np.array_equal(np.frombuffer(wav_chunks, "<i2"), stored)
+
+
+def test_streamed_mp3_chunks_are_bare_frames_that_decode_as_one_stream() -> None:
+    # Given three one-second chunks encoded at 24 kHz
+    chunks = [encode_stream_chunk(sine(1.0, 44_100), 44_100, "mp3", out_sample_rate=24_000) for _ in range(3)]
+    # Then none starts with an ID3 tag (the first bytes are an MPEG frame sync)
+    assert all(c[:3] != b"ID3" and c[0] == 0xFF and c[1] & 0xE0 == 0xE0 for c in chunks)
+    # and the concatenation decodes as one stream of about three seconds (each chunk adds < 0.1 s padding)
+    with av.open(io.BytesIO(b"".join(chunks))) as container:
+        decoded = sum(frame.samples for frame in container.decode(audio=0)) / 24_000
+    assert 3.0 <= decoded < 3.3
+
+
+def test_only_pcm_wav_and_mp3_can_be_streamed_and_an_empty_chunk_is_empty() -> None:
+    with pytest.raises(UnsupportedFormat, match="flac cannot be streamed"):
+        encode_stream_chunk(sine(0.1, 44_100), 44_100, "flac")
+    assert encode_stream_chunk(np.zeros(0, np.float32), 44_100, "mp3") == b""

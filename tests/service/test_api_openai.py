@@ -8,7 +8,6 @@ and the test moves its record the way a worker or another client would).
 from __future__ import annotations
 
 import io
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +17,8 @@ import pytest
 import redis
 import requests
 import soundfile as sf
-from api_helpers import API_KEYS, ApiServer, queued_tasks, wav_bytes
-from service_helpers import ApiProcess, wait_for
+from api_helpers import API_KEYS, ApiServer, queued_tasks, wav_bytes, while_waiting
+from service_helpers import ApiProcess
 
 from jobs.jobstore import JobStore
 
@@ -89,7 +88,11 @@ def test_speech_answers_decodable_mp3_wav_and_pcm_with_a_stored_or_an_operator_v
     samples, rate = sf.read(io.BytesIO(wav.content))
     assert rate == 44100 and len(samples) > 0
     assert pcm.status_code == 200 and pcm.headers["Content-Type"] == "audio/L16; rate=24000; channels=1", pcm.text
-    assert len(pcm.content) % 2 == 0 and float(pcm.headers["X-Audio-Duration"]) == pytest.approx(
+    # (pcm, wav and mp3 are streamed as they render: no length is known up front, the job's record has it)
+    pcm_job = requests.get(
+        f"{api.url}{pcm.headers['Location']}", timeout=10, headers={"Authorization": f"Bearer {API_KEYS['alice']}"}
+    ).json()
+    assert len(pcm.content) % 2 == 0 and pcm_job["result"]["duration_s"] == pytest.approx(
         len(pcm.content) / 2 / 24000, abs=1e-3
     )
     # And each was an ordinary job of alice's that records the model asked for
@@ -120,7 +123,8 @@ def test_an_unknown_voice_and_another_keys_voice_are_404(api: ApiServer) -> None
         ({"speed": 1.5}, "speed"),
         ({"speed": 0.25}, "speed"),
         ({"input": "   "}, "input"),
-        ({"stream_format": "sse"}, "stream_format"),
+        ({"stream_format": "sse", "response_format": "flac"}, "stream_format"),  # sse: pcm, wav or mp3
+        ({"stream_format": "chunks"}, "stream_format"),
         ({"instructions": "x" * 4097}, "instructions"),  # accepted and recorded up to 4096 characters
         ({"overrides": {"num_steps": 1000}}, "overrides.num_steps"),
     ],
@@ -160,26 +164,11 @@ def test_no_worker_within_the_timeout_is_504_with_the_job_id_and_the_job_stays_q
     assert job_id in [t["id"] for t in queued_tasks(redis_client)]
 
 
-def _while_waiting(redis_client: redis.Redis, act: Callable[[str], None]) -> threading.Thread:
-    """Start a thread that, once the speech job's record exists, does ``act(job_id)``."""
-
-    def run() -> None:
-        def job_id() -> str | None:
-            keys = [k for k in redis_client.keys("echo:job:*")]
-            return keys[0].split(":", 2)[2] if keys else None
-
-        act(str(wait_for(job_id, timeout=20, what="the speech job")))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_a_failed_job_answers_its_error_code(api: ApiServer, api_redis_url: str, redis_client: redis.Redis) -> None:
     # Given a voice of alice's, and a "worker" that fails the next job as a bad input
     voice = upload_voice(api.url, "alice")
     store = JobStore.from_url(api_redis_url)
-    failer = _while_waiting(redis_client, lambda job_id: store.fail(job_id, "invalid_input", "no speakable text"))
+    failer = while_waiting(redis_client, lambda job_id: store.fail(job_id, "invalid_input", "no speakable text"))
     # When alice asks for speech
     answer = speech(api.url, {"input": "Hello.", "voice": voice})
     failer.join(timeout=10)
@@ -193,7 +182,7 @@ def test_a_failed_job_answers_its_error_code(api: ApiServer, api_redis_url: str,
 def test_a_job_canceled_while_waited_for_is_409(api: ApiServer, redis_client: redis.Redis) -> None:
     # Given a voice of alice's, and alice canceling the job from elsewhere while the request waits
     voice = upload_voice(api.url, "alice")
-    canceler = _while_waiting(redis_client, lambda job_id: api.call("DELETE", f"/v1/jobs/{job_id}"))
+    canceler = while_waiting(redis_client, lambda job_id: api.call("DELETE", f"/v1/jobs/{job_id}"))
     # When alice asks for speech
     answer = speech(api.url, {"input": "Hello.", "voice": voice})
     canceler.join(timeout=10)

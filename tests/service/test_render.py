@@ -9,16 +9,21 @@ from typing import Any
 import numpy as np
 import pytest
 
+from echo_tts.audio import join_segments
 from echo_tts.config import SamplerConfig
 from echo_tts.errors import Cancelled, InvalidInput
 from jobs.contract import SynthesisRequest
 from worker.render import (
+    FIRST_PIECE_BYTES,
     ProgressReport,
     RenderCancelled,
     RenderControl,
     RenderTimeLimit,
+    TrackChunks,
     encode_output,
     piece_seeds,
+    plan_batches,
+    plan_pieces,
     render,
     sampler_config,
 )
@@ -157,3 +162,66 @@ def test_the_stitched_track_encodes_to_the_asked_format(fmt: str) -> None:
     # Then the bytes look like the format
     expected = {"wav": b"RIFF", "flac": b"fLaC"}.get(fmt)
     assert data[:4] == expected if expected else len(data) == 2 * rendered.samples.shape[0]
+
+
+# --- streamed renders: each piece's share of the track, as soon as it is rendered ---------------------
+
+LONG = " ".join(f"Sentence number {i} of a longer answer, said at an easy pace." for i in range(20))
+
+
+def test_a_streamed_render_sends_chunks_in_order_that_add_up_to_the_stored_track() -> None:
+    # Given a long text rendered with a chunk sink (batches of 4)
+    pipeline, chunks = FakePipeline(), []
+    rendered = render(
+        pipeline, _request(LONG), None, batch_size=4, pause_s=0.25, on_chunk=lambda i, s, r: chunks.append((i, s, r))
+    )
+    # Then every piece gave one chunk, in order, at the model's rate
+    assert [i for i, _, _ in chunks] == list(range(len(rendered.pieces)))
+    assert {r for _, _, r in chunks} == {RATE}
+    # and the chunks put together are the joined track, sample for sample
+    assert np.array_equal(np.concatenate([s for _, s, _ in chunks]), rendered.samples)
+
+
+def test_a_streamed_render_renders_a_short_first_piece_alone_before_batching_the_rest() -> None:
+    # Given the same long text, once streamed and once not
+    streamed, plain = FakePipeline(), FakePipeline()
+    render(streamed, _request(LONG), None, batch_size=4, on_chunk=lambda *_: None)
+    render(plain, _request(LONG), None, batch_size=4)
+    # Then the streamed render's first sampler call is one short piece (first audio comes fast)
+    first_texts = streamed.calls[0][0]
+    assert len(first_texts) == 1 and len(first_texts[0].encode()) <= FIRST_PIECE_BYTES
+    assert all(len(texts) <= 4 for texts, _, _ in streamed.calls[1:])
+    # and both renders speak the whole text exactly once, in order
+    assert "".join(t for texts, _, _ in streamed.calls for t in texts) == LONG
+    assert "".join(t for texts, _, _ in plain.calls for t in texts) == LONG
+    # while the render that is not streamed keeps its first piece full
+    assert len(plain.calls[0][0][0].encode()) > FIRST_PIECE_BYTES
+
+
+def test_track_chunks_drop_an_empty_piece_with_its_pause_as_join_segments_does() -> None:
+    # Given pieces where the middle one rendered to nothing
+    pieces = [np.full(100, 0.5, np.float32), np.zeros(0, np.float32), np.full(80, -0.25, np.float32)]
+    chunks = TrackChunks(1000, pause_s=0.05)
+    # When they are cut one by one
+    parts = [chunks.add(p) for p in pieces]
+    # Then the empty one is an empty chunk and the whole equals the joined track
+    assert parts[1].size == 0
+    assert np.array_equal(np.concatenate(parts), join_segments(pieces, 1000, pause_s=0.05))
+
+
+def test_plan_pieces_cuts_the_first_piece_short_only_when_asked_and_keeps_every_character() -> None:
+    # Given a long text
+    # When it is planned for a stream and normally
+    streamed = plan_pieces(LONG, first_bytes=FIRST_PIECE_BYTES)
+    plain = plan_pieces(LONG)
+    # Then both cover the text exactly; only the streamed plan starts short
+    assert "".join(streamed) == LONG == "".join(plain)
+    assert len(streamed[0].encode()) <= FIRST_PIECE_BYTES < len(plain[0].encode())
+    # and a text that fits the first piece is one piece either way
+    assert plan_pieces("Hello there.", first_bytes=FIRST_PIECE_BYTES) == ["Hello there."]
+
+
+def test_plan_batches_puts_the_lead_piece_alone_then_batches_of_the_given_size() -> None:
+    assert plan_batches(6, 4) == [range(0, 4), range(4, 6)]
+    assert plan_batches(6, 4, lead=1) == [range(0, 1), range(1, 5), range(5, 6)]
+    assert plan_batches(1, 4, lead=1) == [range(0, 1)]

@@ -6,10 +6,11 @@
         echo.download(done, "hello.mp3")
 
 It imports neither torch nor Flask nor the service's own packages: ``pip install 'echo-tts-service[client]'``
-is all it needs. ``echo-tts book`` and ``echo-tts submit`` (echo_tts/cli.py) are built on it.
+is all it needs. The remote commands of ``echo-tts`` (book, submit, speak, status, wait, voices;
+echo_tts/cli.py) are built on it.
 """
 
-from echo_client.client import TERMINAL_STATES, EchoClient, Submission
+from echo_client.client import TERMINAL_STATES, EchoClient, Speech, Submission
 from echo_client.errors import ClientError, ServerUnreachable, WaitTimedOut
 from echo_client.forms import book_form_fields, book_idempotency_key
 
@@ -18,6 +19,7 @@ __all__ = [
     "ClientError",
     "EchoClient",
     "ServerUnreachable",
+    "Speech",
     "Submission",
     "WaitTimedOut",
     "book_form_fields",

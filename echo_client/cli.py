@@ -1,4 +1,8 @@
-"""``echo-tts book`` and ``echo-tts submit``: render on a server, wait with a progress bar, download.
+"""The remote commands of ``echo-tts``: render on a server, wait with a progress bar, download.
+
+    book     a book file -> an M4B (progress bar)          submit   text -> a job, waited for, downloaded
+    speak    text -> audio streamed to a file or stdout     status   a job's state (--json: its JSON)
+    wait     a job id -> waited for, downloaded             voices   the voices this key can use
 
 The parsers are in ``echo_tts/cli.py`` (which imports this module only for these two commands, so the
 local commands need no httpx). ``run(args)`` prints what it did and returns the exit status scripts use:
@@ -26,9 +30,9 @@ from typing import Any
 
 from echo_client.client import EchoClient
 from echo_client.errors import ClientError
-from echo_client.forms import book_idempotency_key
+from echo_client.forms import book_idempotency_key, save_atomically
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_UNREACHABLE", "run"]
+__all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_UNREACHABLE", "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _BOOK_POLL_S, _JOB_POLL_S = 2.0, 0.5
@@ -51,12 +55,12 @@ def _note(args: argparse.Namespace, message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``args.command`` (``book`` or ``submit``) against ``args.server``; the exit status."""
+    """Run ``args.command`` (one of ``COMMANDS``) against ``args.server``; the exit status."""
     try:
         if not args.server.startswith(("http://", "https://")):
             raise UsageError(f"--server {args.server!r}: give a URL such as http://127.0.0.1:8000")
         with EchoClient(args.server, _api_key(args), timeout=args.http_timeout) as client:
-            return _book(client, args) if args.command == "book" else _submit(client, args)
+            return COMMANDS[args.command](client, args)
     except UsageError as exc:
         _error(str(exc))
         return EXIT_REFUSED
@@ -182,7 +186,7 @@ def _job_format(args: argparse.Namespace) -> str:
 
 
 def _submit(client: EchoClient, args: argparse.Namespace) -> int:
-    output = _writable(args.output)
+    _writable(args.output)
     text = sys.stdin.read() if args.text == "-" else args.text
     options = {
         "voice": args.voice,
@@ -195,12 +199,91 @@ def _submit(client: EchoClient, args: argparse.Namespace) -> int:
     job = client.submit_job(text, idempotency_key=args.idempotency_key, speaker_audio=args.speaker, **options)
     if job.replayed:
         _note(args, f"found job {job['id']} from an earlier submission ({job['status']})")
+    return _wait_and_download(client, args, str(job["id"]))
+
+
+def _wait_and_download(client: EchoClient, args: argparse.Namespace, job_id: str) -> int:
     with _Bar(not (args.json or args.quiet), _job_meter, None) as bar:
-        final = client.wait_job(job["id"], bar.update, poll_s=args.poll_s or _JOB_POLL_S)
+        final = client.wait_job(job_id, bar.update, poll_s=args.poll_s or _JOB_POLL_S)
     if final["status"] != "succeeded":
         _error(_failure(final, "job"))
         return _finish(args, final, None)
-    return _finish(args, final, client.download(final, output))
+    return _finish(args, final, client.download(final, args.output))
+
+
+# -- echo-tts wait / status / voices ---------------------------------------------------------------
+
+
+def _wait(client: EchoClient, args: argparse.Namespace) -> int:
+    """A job submitted earlier (by id): wait with the progress bar, then download it."""
+    _writable(args.output)
+    return _wait_and_download(client, args, args.job_id)
+
+
+def _status(client: EchoClient, args: argparse.Namespace) -> int:
+    """One line (or the JSON) about a job; 0 whatever its state, so scripts read the state from the output."""
+    job = client.job(args.job_id)
+    if args.json:
+        print(json.dumps(job, indent=2))
+        return EXIT_OK
+    _, _, about = _job_meter(job)
+    error = job.get("error") or {}
+    print(f"{job['id']} {about}" + (f": {error.get('message')} ({error.get('code')})" if error else ""))
+    return EXIT_OK
+
+
+def _voices(client: EchoClient, args: argparse.Namespace) -> int:
+    """The voices this key can use: id, name, state, whose (own or operator)."""
+    voices = client.voices()
+    if args.json:
+        print(json.dumps(voices, indent=2))
+        return EXIT_OK
+    for voice in voices:
+        whose = "operator" if voice.get("operator") else "own"
+        print(f"{voice['id']}\t{voice.get('name') or '-'}\t{voice.get('status')}\t{whose}")
+    if not voices:
+        _note(args, "no voices yet: POST /v1/voices uploads one; --voice none uses the model's own voice")
+    return EXIT_OK
+
+
+# -- echo-tts speak --------------------------------------------------------------------------------
+
+
+def _speak(client: EchoClient, args: argparse.Namespace) -> int:
+    """Streamed speech: the audio goes to the file or stdout as it renders; then the job is checked."""
+    to_stdout = str(args.output) == "-"
+    fmt = str(args.format).lower() if args.format else ("wav" if to_stdout else _job_format(args))
+    if not to_stdout:
+        _writable(args.output)
+    text = sys.stdin.read() if args.text == "-" else args.text
+    options = {"preset": args.preset, "overrides": _overrides(args), "seed": args.seed, "sample_rate": args.sample_rate}
+    with client.speak(text, voice=args.voice or "none", response_format=fmt, **options) as speech:
+        if to_stdout:
+            for chunk in speech:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()  # a player reading the pipe starts with the first piece
+        else:
+            save_atomically(speech, args.output)
+    # the stream ends with the last piece, just before the job stores its file: its record says how it ended
+    final = client.wait_job(speech.job_id, poll_s=0.2, timeout=60) if speech.job_id else {}
+    if final and final["status"] != "succeeded":
+        _error(_failure(final, "job"))
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(final, indent=2))
+    elif not to_stdout:
+        print(args.output)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[EchoClient, argparse.Namespace], int]] = {
+    "book": _book,
+    "submit": _submit,
+    "speak": _speak,
+    "status": _status,
+    "wait": _wait,
+    "voices": _voices,
+}
 
 
 def _job_meter(job: dict[str, Any]) -> tuple[int, int, str]:

@@ -34,6 +34,7 @@ __all__ = ["TERMINAL_STATES", "EchoClient", "Submission"]
 TERMINAL_STATES = frozenset({"succeeded", "failed", "canceled", "expired"})
 _MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
+_SPEECH_READ_S = 600.0  # longest pause between two chunks of streamed speech before giving up
 _OUTAGE_GRACE_S = 60.0  # a wait rides out an API restart or a network blip this long
 _USER_AGENT = "echo-client/0.1"
 Progress = Callable[[dict[str, Any]], None]
@@ -66,6 +67,30 @@ def _json_of(response: httpx.Response) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ClientError(response.status_code, "invalid_response", f"{response.url} did not answer a JSON object")
     return body
+
+
+class Speech:
+    """A speech answer being received: iterate it for the audio bytes as they arrive. ``job_id`` is the
+    job behind it (``GET /v1/jobs/{id}`` tells whether it succeeded), ``sample_rate`` its output rate."""
+
+    def __init__(self, response: httpx.Response, chunks: Iterator[bytes]) -> None:
+        self._response, self._chunks = response, chunks
+        self.job_id = response.headers.get("X-Job-Id")
+        self.content_type = response.headers.get("Content-Type", "")
+        rate = response.headers.get("X-Audio-Sample-Rate")
+        self.sample_rate = int(rate) if rate and rate.isdigit() else None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __enter__(self) -> Speech:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class EchoClient:
@@ -235,6 +260,23 @@ class EchoClient:
         else:
             url = f"v1/jobs/{quote(url_or_job, safe='')}/audio"
         return self._download(url, path)
+
+    # -- speech (streamed) --------------------------------------------------------------------------
+
+    def speak(self, text: str, *, voice: str = "none", response_format: str = "wav", **options: Any) -> Speech:
+        """POST /v1/audio/speech: the audio as it renders (pcm, wav and mp3 stream; other formats come
+        whole). ``options``: ``seed``, ``preset``, ``overrides``, ``sample_rate``, ``model``. A refusal
+        raises :class:`ClientError` here, before any audio; iterate the returned :class:`Speech` for the
+        bytes, and close it (or use it in a ``with``)."""
+        body = {"input": text, "voice": voice, "response_format": response_format}
+        body |= {k: v for k, v in options.items() if v is not None}
+        # the first audio may wait for a free worker: the server bounds that wait (ECHO_SPEECH_TIMEOUT_S)
+        patient = httpx.Timeout(self._http.timeout.connect, read=_SPEECH_READ_S)
+        response = self._send("POST", "v1/audio/speech", stream=True, json=body, timeout=patient)
+        if response.is_error:
+            response.read()
+            raise _error_of(response)
+        return Speech(response, self._chunks(response))
 
     # -- voices -----------------------------------------------------------------------------------
 

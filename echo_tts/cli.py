@@ -6,6 +6,8 @@
     echo-tts presets
     echo-tts book novel.epub --server http://127.0.0.1:8000 --voice narrator -o novel.m4b   # on a server
     echo-tts submit "Hello there." --server http://127.0.0.1:8000 -o hello.mp3               # on a server
+    echo-tts speak "Hello there." --voice narrator | ffplay -nodisp -autoexit -            # streamed
+    echo-tts voices / status JOB_ID / wait JOB_ID -o out.wav                               # on a server
 
 Text longer than ``--max-piece-bytes`` (about 20 s of speech; the model squeezes whatever it gets
 into one ~30 s generation) is split at sentence boundaries (``text.split_text``), piece i
@@ -13,8 +15,9 @@ rendered with seed N + i, and the pieces joined with short pauses. The output fo
 ``--format`` or the ``-o`` extension. Errors print one line and exit with status 2.
 Configuration comes from flags only (the Hugging Face client reads its own ``HF_*`` variables).
 
-``book`` and ``submit`` render on a running service instead (``echo_client``, imported only for them:
-they need the ``client`` extra, not torch); their exit statuses are in ``echo_client/cli.py``:
+``book``, ``submit``, ``speak``, ``status``, ``wait`` and ``voices`` talk to a running service instead
+(``echo_client``, imported only for them: they need the ``client`` extra, not torch); their exit statuses
+are in ``echo_client/cli.py``:
 0 done, 1 the book or job failed or was canceled, 2 bad usage or a refusal, 3 server unreachable.
 """
 
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-REMOTE_COMMANDS = ("book", "submit")
+REMOTE_COMMANDS = ("book", "submit", "speak", "status", "wait", "voices")
 DEFAULT_SERVER = "http://127.0.0.1:8000"  # `make dev`'s API
 
 
@@ -125,9 +128,33 @@ def _add_remote_commands(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--idempotency-key", default=None, help="submit again with this key: the same job is found")
     _add_server_flags(submit)
 
+    speak = commands.add_parser(
+        "speak", help="speak text on a server, written as it renders (POST /v1/audio/speech, streamed)"
+    )
+    speak.add_argument("text", help='the text to speak ("-" reads standard input)')
+    speak.add_argument(
+        "-o", "--output", type=Path, default=Path("-"), help='output file, or "-" for stdout (default: -, as wav)'
+    )
+    _add_sampler_flags(speak)
+    speak.add_argument("--format", default=None, help="pcm, wav or mp3 stream as they render (default: from -o)")
+    speak.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: the server's)")
+    _add_server_flags(speak)
+
+    status = commands.add_parser("status", help="show a job's state on a server (exit 0 whatever the state)")
+    status.add_argument("job_id", help="the job's id (job_…)")
+    _add_server_flags(status)
+
+    wait = commands.add_parser("wait", help="wait for a job on a server with a progress bar, then download it")
+    wait.add_argument("job_id", help="the job's id (job_…)")
+    wait.add_argument("-o", "--output", required=True, type=Path, help="output file")
+    _add_server_flags(wait)
+
+    voices = commands.add_parser("voices", help="list the voices a key can use on a server (id, name, status)")
+    _add_server_flags(voices)
+
 
 def _remote(args: argparse.Namespace) -> int:
-    """``book`` and ``submit``: the client is imported here, so the local commands work without it."""
+    """The remote commands: the client is imported here, so the local commands work without it."""
     try:
         from echo_client.cli import run
     except ImportError as error:

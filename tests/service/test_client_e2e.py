@@ -126,3 +126,42 @@ def test_submit_renders_a_job_and_downloads_its_audio(stack: ApiProcess, tmp_pat
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "hello.wav"
     assert (tmp_path / "hello.wav").read_bytes()[:4] == b"RIFF"
+
+
+def test_speak_streams_to_a_file_and_to_stdout_and_status_wait_and_voices_read_the_server(
+    stack: ApiProcess, tmp_path: Path
+) -> None:
+    import io
+
+    import soundfile as sf
+
+    # Given the stack
+    # When `echo-tts speak` writes a file (format from its name) and then streams wav to stdout
+    speak = echo_tts("speak", "Hello there. How are you?", "--server", stack.url, *FAST, "-o", "hi.wav", cwd=tmp_path)
+    assert speak.returncode == 0, speak.stderr
+    env = process_env({"PYTHONPATH": str(ROOT)})
+    piped = subprocess.run(
+        [PYTHON, "-m", "echo_tts.cli", "speak", "Hello there.", "--server", stack.url, *FAST, "--quiet"],
+        capture_output=True, timeout=120, cwd=tmp_path, env=env, check=False,
+    )  # fmt: skip
+    # Then the file is a wav that decodes, its path printed; stdout carried a streamed wav
+    assert speak.stdout.strip() == "hi.wav"
+    samples, rate = sf.read(tmp_path / "hi.wav")
+    assert rate == 44100 and len(samples) > 0
+    assert piped.returncode == 0 and piped.stdout[:4] == b"RIFF", piped.stderr
+    assert len(sf.read(io.BytesIO(piped.stdout))[0]) > 0
+    # When the job behind the file is looked up, waited for again and downloaded, and the voices listed
+    [job] = [
+        j for j in requests.get(f"{stack.url}/v1/jobs", timeout=10).json()["jobs"] if "How are" in j["request"]["text"]
+    ]
+    status = echo_tts("status", job["id"], "--server", stack.url, cwd=tmp_path)
+    wait = echo_tts("wait", job["id"], "--server", stack.url, "-o", "again.wav", "--quiet", cwd=tmp_path)
+    voices = echo_tts("voices", "--server", stack.url, "--json", cwd=tmp_path)
+    unknown = echo_tts("status", "job_nope", "--server", stack.url, cwd=tmp_path)
+    # Then status names its state, wait writes the stored file (the same samples as the stream), voices is JSON
+    assert status.returncode == 0 and status.stdout.startswith(f"{job['id']} succeeded"), status.stderr
+    assert wait.returncode == 0 and wait.stdout.strip() == "again.wav", wait.stderr
+    assert (sf.read(tmp_path / "again.wav")[0] == samples).all()
+    assert voices.returncode == 0 and isinstance(json.loads(voices.stdout), list), voices.stderr
+    # and an unknown job is a refusal: exit 2 with the API's message
+    assert unknown.returncode == 2 and "job_nope" in unknown.stderr

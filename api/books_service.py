@@ -33,6 +33,7 @@ from jobs.ingest.textfile import paragraphs_of
 from jobs.jobstore import IdempotencyConflict
 from jobs.record_store import QuotaExceeded
 from jobs.records import fingerprint, new_id
+from jobs.views import book_data
 
 log = logging.getLogger(__name__)
 _FORM_JSON = ("overrides", "select_chapters")
@@ -207,48 +208,22 @@ def _file_url(key: str, filename: str, local_endpoint: str, **values: Any) -> st
 
 
 def view(record: BookRecord) -> dict[str, Any]:
-    """The public JSON of a book (book_schemas.Book); file URLs are presigned afresh on every call."""
-    chapters = []
-    for c in record.chapters:
-        url = None
+    """The public JSON of a book (book_schemas.Book): the record's own view (jobs.views) with file URLs
+    presigned afresh on every call, the ETA and the webhook state."""
+    data = book_data(record)
+    for chapter, c in zip(data["chapters"], record.chapters, strict=True):
+        chapter["url"] = None
         if c.file is not None:
             name = f"{c.index:03d}.{contract.OUTPUT_FORMATS[c.file['format']].extension}"
-            url = _file_url(str(c.file["key"]), name, "books.chapter_audio", book_id=record.id, chapter=c.index)
-        chapters.append(
-            {
-                "index": c.index,
-                "title": c.title,
-                "status": c.status,
-                "segments_total": c.segments_total,
-                "segments_done": c.segments_done,
-                "duration_s": c.file["duration_s"] if c.file else None,
-                "url": url,
-            }
-        )
-    result = None
-    if record.status is JobState.SUCCEEDED and record.result:
+            chapter["url"] = _file_url(
+                str(c.file["key"]), name, "books.chapter_audio", book_id=record.id, chapter=c.index
+            )
+    if data["result"] is not None and record.result:
         m4b = _file_url(str(record.result["key"]), f"{record.id}.m4b", "books.book_audio", book_id=record.id)
-        result = {"m4b_url": m4b, **{k: record.result.get(k) for k in ("duration_s", "bytes", "chapters")}}
+        data["result"] = {"m4b_url": m4b, **data["result"]}
     self_url = url_for("books.get_book", book_id=record.id)
-    return {
-        "id": record.id,
-        "status": record.status.value,
-        "title": record.title,
-        "author": record.author,
-        "created_at": record.created_at,
-        "started_at": record.started_at,
-        "finished_at": record.finished_at,
-        "progress": round(record.progress, 4),
+    return data | {
         "eta_s": record.eta_s(services().books.clock()),
-        "segments_total": record.segments_total,
-        "segments_done": record.segments_done,
-        "segments_rendered": record.segments_rendered,
-        "segments_cached": record.segments_cached,
-        "audio_s": record.audio_s,
-        "chapters": chapters,
-        "result": result,
-        "error": record.error,
-        "request": {k: v for k, v in record.request.items() if k not in ("book_id", "owner")},
         "webhook": record.webhook,
         "links": {"self": self_url, "audio": f"{self_url}/audio", "retry": f"{self_url}/retry"},
     }

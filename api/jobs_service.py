@@ -29,6 +29,7 @@ from jobs.jobstore import IdempotencyConflict, InvalidCursor, JobRecord
 from jobs.record_store import QuotaExceeded
 from jobs.records import fingerprint, iso, new_id
 from jobs.storage import StorageError
+from jobs.views import job_data, job_result
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = (StorageError, OperationalError, redis.RedisError)
@@ -162,46 +163,21 @@ def _local_audio_url(job_id: str) -> str:
 
 
 def _result(record: JobRecord) -> dict[str, Any] | None:
-    if record.status is not JobState.SUCCEEDED or record.result is None:
+    result = job_result(record)
+    if result is None:
         return None
     fmt = record.request.get("format", contract.DEFAULT_FORMAT)
     filename = f"{record.id}.{contract.OUTPUT_FORMATS[fmt].extension}"
     url = services().storage.presign(audio_key(record), filename=filename) or _local_audio_url(record.id)
-    return {
-        "url": url,
-        "format": fmt,
-        "content_type": contract.OUTPUT_FORMATS[fmt].content_type,
-        **{k: record.result.get(k) for k in ("duration_s", "sample_rate", "bytes")},
-    }
-
-
-def _echo(req: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "text": req.get("text", ""),
-        "voice": req.get("voice_id"),
-        "speaker_audio": bool(req.get("speaker_key")),
-        **{k: req.get(k) for k in ("preset", "overrides", "seed", "format", "sample_rate", "metadata")},
-    }
+    return {"url": url, **result}
 
 
 def view(record: JobRecord) -> dict[str, Any]:
-    """The public JSON of a job (schemas.Job); the result URL is presigned afresh on every call."""
+    """The public JSON of a job (schemas.Job): the record's own view (jobs.views) with the result URL
+    presigned afresh on every call, the worker holding it and the webhook state."""
     self_url = url_for("jobs.get_job", job_id=record.id)
-    return {
-        "id": record.id,
-        "status": record.status.value,
-        "created_at": record.created_at,
-        "started_at": record.started_at,
-        "finished_at": record.finished_at,
-        "created_ts": record.created_ts,
-        "started_ts": record.started_ts,
-        "finished_ts": record.finished_ts,
-        "progress": vars(record.progress).copy(),
-        "cancel_requested": record.cancel_requested,
-        "request": _echo(record.request),
+    return job_data(record) | {
         "result": _result(record),
-        "error": record.error,
-        "timings": record.timings,
         "worker": _worker(record),
         "webhook": record.webhook,
         "links": {"self": self_url, "audio": f"{self_url}/audio"},

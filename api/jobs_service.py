@@ -166,8 +166,7 @@ def _result(record: JobRecord) -> dict[str, Any] | None:
     result = job_result(record)
     if result is None:
         return None
-    fmt = record.request.get("format", contract.DEFAULT_FORMAT)
-    filename = f"{record.id}.{contract.OUTPUT_FORMATS[fmt].extension}"
+    filename = f"{record.id}.{contract.OUTPUT_FORMATS[result['format']].extension}"
     url = services().storage.presign(audio_key(record), filename=filename) or _local_audio_url(record.id)
     return {"url": url, **result}
 

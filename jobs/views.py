@@ -8,15 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.bookstore import BookRecord
-from jobs.contract import JobState
+from jobs.contract import DEFAULT_FORMAT, OUTPUT_FORMATS, JobState
 from jobs.jobstore import JobRecord
 
 
 def job_result(record: JobRecord) -> dict[str, Any] | None:
+    """A succeeded job's result: the format asked for (and its content type), the audio's figures."""
     if record.status is not JobState.SUCCEEDED or record.result is None:
         return None
-    keep = ("format", "content_type", "duration_s", "sample_rate", "bytes")
-    return {k: record.result.get(k) for k in keep}
+    fmt = record.request.get("format", DEFAULT_FORMAT)
+    figures = {k: record.result.get(k) for k in ("duration_s", "sample_rate", "bytes")}
+    return {"format": fmt, "content_type": OUTPUT_FORMATS[fmt].content_type, **figures}
 
 
 def job_data(record: JobRecord) -> dict[str, Any]:

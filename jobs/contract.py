@@ -300,6 +300,16 @@ def job_result_key(job_id: str) -> str:
     return f"jobs/{job_id}/result.json"
 
 
+def job_pieces_prefix(job_id: str) -> str:
+    """``jobs/{id}/pieces/``: a long job's rendered pieces, kept until its audio is stored."""
+    return f"jobs/{job_id}/pieces/"
+
+
+def job_piece_key(job_id: str, digest: str) -> str:
+    """One kept piece, named by its ``segment_digest`` (model, voice, settings, seed, text)."""
+    return f"{job_pieces_prefix(job_id)}{digest}.f32"
+
+
 def upload_key(job_id: str, filename: str) -> str:
     """``uploads/{id}/{filename}`` for a one-shot reference (filename is ours, not the client's)."""
     return f"uploads/{job_id}/{filename}"

@@ -51,6 +51,13 @@ class SynthResult(Protocol):
     metadata: dict[str, Any]
 
 
+class PieceKeeper(Protocol):
+    """Where a job's rendered pieces outlive a delivery (``worker/job_pieces.py``)."""
+
+    def get(self, text: str, seed: int) -> SynthResult | None: ...
+    def put(self, text: str, seed: int, result: SynthResult) -> None: ...
+
+
 class SynthPipeline(Protocol):
     """The part of ``echo_tts.pipeline.Pipeline`` that rendering uses."""
 
@@ -189,10 +196,13 @@ def render(
     control: RenderControl | None = None,
     max_piece_bytes: int | None = None,
     on_chunk: ChunkSink | None = None,
+    kept: PieceKeeper | None = None,
 ) -> Rendered:
     """Render the whole request. Raises RenderCancelled / RenderTimeLimit from the hooks, and the
     model library's ``InvalidInput`` errors for input the model refuses. ``on_chunk`` receives each
-    piece's share of the track (``TrackChunks``) in order, as soon as the piece is rendered."""
+    piece's share of the track (``TrackChunks``) in order, as soon as the piece is rendered. ``kept``
+    (used when there is more than one batch) gives back the pieces an earlier delivery of this job
+    finished and keeps each piece this one renders."""
     control = control or RenderControl()
     config = sampler_config(request)
     streamed = on_chunk is not None
@@ -205,11 +215,18 @@ def render(
     batches = plan_batches(len(pieces), batch_size, lead=1 if streamed else None)
     chunks: TrackChunks | None = None
     total_steps = config.num_steps * len(batches)
+    kept = kept if len(batches) > 1 else None  # one sampler call: nothing to resume between
+    found: dict[int, SynthResult] = {}
+    reused: set[int] = set()  # pieces an earlier delivery rendered and kept
     results: list[SynthResult] = []
     if control.should_stop():
         raise control.stop_error()
     for number, batch in enumerate(batches):
         done_before, steps_before = len(results), number * config.num_steps
+        if kept is not None:
+            found = {i: piece for i in batch if (piece := kept.get(pieces[i], seeds[i])) is not None}
+            reused |= set(found)
+        todo = [i for i in batch if i not in found]
 
         def progress(step: int, total: int, done_before: int = done_before, steps_before: int = steps_before) -> None:
             # with fitted canvases a batch may take several sampler calls (retries at a larger canvas):
@@ -218,16 +235,25 @@ def render(
             control.on_progress(ProgressReport(overall / total_steps, overall, total_steps, done_before, len(pieces)))
 
         try:
-            results += pipeline.synthesize_batch(
-                [pieces[i] for i in batch],
-                [speaker] * len(batch),
-                config,
-                [seeds[i] for i in batch],
-                progress=progress,
-                should_cancel=control.should_stop,
+            rendered = (
+                pipeline.synthesize_batch(
+                    [pieces[i] for i in todo],
+                    [speaker] * len(todo),
+                    config,
+                    [seeds[i] for i in todo],
+                    progress=progress,
+                    should_cancel=control.should_stop,
+                )
+                if todo
+                else []
             )
         except Cancelled:
             raise control.stop_error() from None
+        for index, result in zip(todo, rendered, strict=True):
+            found[index] = result
+            if kept is not None:
+                kept.put(pieces[index], seeds[index], result)
+        results += [found[i] for i in batch]
         if on_chunk is not None:
             chunks = chunks or TrackChunks(int(results[0].sample_rate), pause_s)
             for index in batch:
@@ -247,6 +273,7 @@ def render(
             "duration_s": round(r.samples.shape[0] / rate, 4),
             # the canvas the kept render used, and how often a fitted one was too short
             **{k: r.metadata[k] for k in ("canvas_latents", "canvas_retries") if k in r.metadata},
+            **({"kept": True} if i in reused else {}),
         }
         for i, r in enumerate(results)
     ]

@@ -42,6 +42,7 @@ from jobs.storage import ObjectNotFound, StorageError, TransientStorageError
 
 from . import webhook_tasks
 from .engine import Engine
+from .job_pieces import JobPieces, clear_pieces
 from .render import ProgressReport, RenderCancelled, RenderControl, RenderTimeLimit, encode_output, render
 from .voices import JobFailure, resolve_speaker
 
@@ -146,6 +147,7 @@ def _render_to_spool(engine: Engine, request: SynthesisRequest) -> dict[str, Any
         pause_s=engine.settings.segment_pause_s,
         control=control,
         on_chunk=publisher,
+        kept=JobPieces(engine.storage, request, engine.model_revision),
     )
     if publisher is not None:
         publisher.finish()
@@ -195,7 +197,13 @@ def _upload(engine: Engine, request: SynthesisRequest, described: dict[str, Any]
     described["timings"]["upload_s"] = round(time.monotonic() - began, 4)
 
 
-def _clear_spool(job_id: str) -> None:
+def _clear_spool(engine: Engine, job_id: str) -> None:
+    """The local spool and the kept pieces: the job is final, nothing will render it again."""
+    clear_pieces(engine.storage, job_id)
+    _clear_local_spool(job_id)
+
+
+def _clear_local_spool(job_id: str) -> None:
     spool = _spool_dir(job_id)
     for path in spool.glob("*"):
         path.unlink(missing_ok=True)
@@ -249,7 +257,7 @@ def _render_and_store(engine: Engine, request: SynthesisRequest) -> dict[str, An
         _upload(engine, request, described)
     except RenderCancelled:
         engine.jobs.mark_canceled(job_id)
-        _clear_spool(job_id)
+        _clear_spool(engine, job_id)
         return _outcome(job_id, JobState.CANCELED)
     except RenderTimeLimit as exc:
         return _fail(engine, job_id, ErrorCode.TIME_LIMIT, f"{exc} ({engine.settings.soft_time_limit_s:g} s)")
@@ -267,7 +275,7 @@ def _render_and_store(engine: Engine, request: SynthesisRequest) -> dict[str, An
         return _out_of_memory(engine, job_id, exc)
     engine.jobs.succeed(job_id, described["result"], described["timings"])
     RenderStats(engine.jobs.r, prefix=engine.jobs.prefix).job_rendered(described["result"], described["timings"])
-    _clear_spool(job_id)
+    _clear_spool(engine, job_id)
     return _outcome(job_id, JobState.SUCCEEDED, key=described["result"]["key"])
 
 
@@ -298,14 +306,14 @@ def _out_of_memory(engine: Engine, job_id: str, exc: BaseException) -> dict[str,
 
 def _fail(engine: Engine, job_id: str, code: str, message: str) -> dict[str, Any]:
     engine.jobs.fail(job_id, code, message)
-    _clear_spool(job_id)
+    _clear_spool(engine, job_id)
     return _outcome(job_id, JobState.FAILED, error={"code": code, "message": message})
 
 
 def fail_unexpected(engine: Engine, job_id: str, exc: BaseException) -> None:
     """Record an unexpected error (a bug or the model failing) as render_failed."""
     engine.jobs.fail(job_id, ErrorCode.RENDER_FAILED, f"{type(exc).__name__}: {exc}")
-    _clear_spool(job_id)
+    _clear_spool(engine, job_id)
 
 
 def expire_delivery(engine: Engine, job_id: str, requeue: Callable[[dict[str, Any]], None]) -> str:

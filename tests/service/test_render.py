@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 from echo_tts.audio import join_segments
 from echo_tts.config import SamplerConfig
 from echo_tts.errors import Cancelled, InvalidInput
-from jobs.contract import SynthesisRequest
+from jobs.contract import SynthesisRequest, job_pieces_prefix
+from jobs.storage import LocalStorage
+from worker.job_pieces import JobPieces, clear_pieces
 from worker.render import (
     FIRST_PIECE_BYTES,
     ProgressReport,
@@ -225,3 +228,61 @@ def test_plan_batches_puts_the_lead_piece_alone_then_batches_of_the_given_size()
     assert plan_batches(6, 4) == [range(0, 4), range(4, 6)]
     assert plan_batches(6, 4, lead=1) == [range(0, 1), range(1, 5), range(5, 6)]
     assert plan_batches(1, 4, lead=1) == [range(0, 1)]
+
+
+# --- kept pieces: a repeated delivery renders only what the last one did not finish ---------------------
+
+
+@dataclass
+class DyingPipeline(FakePipeline):
+    """Renders like FakePipeline, then fails on sampler call number ``dies_at`` (a worker lost mid-job)."""
+
+    dies_at: int = 2
+
+    def synthesize_batch(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> list[FakeResult]:
+        if len(self.calls) + 1 == self.dies_at:
+            raise RuntimeError("the worker is gone")
+        return super().synthesize_batch(texts, *args, **kwargs)
+
+
+def _kept(tmp_path: Path, request: SynthesisRequest) -> JobPieces:
+    return JobPieces(LocalStorage(tmp_path), request, "fake-rev")
+
+
+def test_a_repeated_delivery_renders_only_the_pieces_the_lost_one_did_not_keep(tmp_path: Path) -> None:
+    # Given a long job in three batches whose first delivery dies in its second sampler call
+    request = _request(LONG, job_id="job_kept")
+    with pytest.raises(RuntimeError):
+        render(
+            DyingPipeline(dies_at=2), request, None, batch_size=4, max_piece_bytes=150, kept=_kept(tmp_path, request)
+        )
+    # When the job is delivered again (a fresh process: a new pipeline, the same storage)
+    second, clean = FakePipeline(), FakePipeline()
+    again = render(second, request, None, batch_size=4, max_piece_bytes=150, kept=_kept(tmp_path, request))
+    whole = render(clean, request, None, batch_size=4, max_piece_bytes=150)
+    # Then the first batch's pieces came from storage and only the others were rendered
+    assert sum(len(texts) for texts, _, _ in second.calls) == len(again.pieces) - 4
+    assert [p.get("kept", False) for p in again.pieces] == [True] * 4 + [False] * (len(again.pieces) - 4)
+    # and the track is the one an uninterrupted render makes, sample for sample
+    assert np.array_equal(again.samples, whole.samples)
+
+
+def test_pieces_are_kept_only_across_batches_and_only_for_the_same_settings(tmp_path: Path) -> None:
+    # Given a one-batch job and a long job, both rendered with a keeper
+    short = _request("One sentence. And another.", job_id="job_short")
+    render(FakePipeline(), short, None, batch_size=4, kept=_kept(tmp_path, short))
+    long = _request(LONG, job_id="job_long")
+    render(FakePipeline(), long, None, batch_size=4, max_piece_bytes=150, kept=_kept(tmp_path, long))
+    # Then the one-batch job kept nothing (one sampler call: nothing to resume between)
+    storage = LocalStorage(tmp_path)
+    assert storage.list_keys(job_pieces_prefix("job_short")) == []
+    assert len(storage.list_keys(job_pieces_prefix("job_long"))) > 4
+    # When the long job runs again with another seed, Then no piece is reused
+    reseeded = render(
+        FakePipeline(), _request(LONG, job_id="job_long", seed=99), None, batch_size=4, max_piece_bytes=150,
+        kept=_kept(tmp_path, _request(LONG, job_id="job_long", seed=99)),
+    )  # fmt: skip
+    assert not any(p.get("kept") for p in reseeded.pieces)
+    # and clearing removes every kept piece of the job
+    clear_pieces(storage, "job_long")
+    assert storage.list_keys(job_pieces_prefix("job_long")) == []

@@ -14,9 +14,12 @@ it comes fast). This module reads that stream and writes it to the client:
 
 Nothing is sent before the first chunk: until then a failure is an ordinary status with the error
 envelope, as without streaming (``api.speech.refusal``). After it, a failed or stalled job can only end
-the body early (raw) or with an ``error`` event (SSE). A job finished from storage without a new render
-(its result was stored by an earlier delivery) is answered from the stored file in one piece.
-Each stream holds one gunicorn thread while it runs, as a waiting synchronous answer does.
+the body early (raw) or with an ``error`` event (SSE). After the last chunk the answer waits for the job
+to store its file and succeed (a fraction of a second), so when it ends ``GET /v1/jobs/{id}`` has the
+result, as with the whole-file answer; a job that fails then ends SSE with ``error`` instead of ``done``.
+A job finished from storage without a new render (its result was stored by an earlier delivery) is
+answered from the stored file in one piece. Each stream holds one gunicorn thread while it runs, as a
+waiting synchronous answer does.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from api.errors import APIError
 from api.services import services
 from jobs import contract
 from jobs.audio_stream import AudioChunk, AudioStream, streaming_wav_header
+from jobs.contract import JobState
 from jobs.errors import ErrorCode
 from jobs.jobstore import JobRecord, JobStore
 from jobs.storage import ObjectNotFound, StorageError
@@ -43,6 +47,7 @@ from jobs.storage import ObjectNotFound, StorageError
 log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 250  # how long one read waits for the next chunk before the record is looked at
+FINAL_POLL_S = 0.05  # after the last chunk, how often the record is read until the job is final
 
 
 @dataclass
@@ -76,6 +81,18 @@ class _Reader:
             if time.monotonic() - waited_since > self.stall_s:
                 return None
         return []
+
+    def wait_final(self) -> JobRecord | None:
+        """After the last chunk: the job's record once it is final (it stores the file, then succeeds),
+        so the answer ends when the job has; None when that takes longer than ``stall_s``."""
+        deadline = time.monotonic() + self.stall_s
+        while time.monotonic() < deadline:
+            record = self.store.get(self.job_id)
+            if record is None or record.status in contract.TERMINAL_STATES:
+                self.record = record
+                return record
+            time.sleep(FINAL_POLL_S)
+        return None
 
     def _in_order(self, chunks: list[AudioChunk]) -> list[AudioChunk]:
         fresh: list[AudioChunk] = []
@@ -128,8 +145,9 @@ def _raw(reader: _Reader, first: list[AudioChunk], fmt: str) -> Iterator[bytes]:
         for chunk in chunks:
             yield chunk.data
         chunks = reader.next_chunks()
-    if not reader.complete:
-        log.warning("job %s: streamed speech ended early (%s)", reader.job_id, _why(reader))
+    final = reader.wait_final() if reader.complete else None
+    if final is None or final.status is not JobState.SUCCEEDED:
+        log.warning("job %s: streamed speech ended without success (%s)", reader.job_id, _why(reader))
 
 
 def _events(reader: _Reader, first: list[AudioChunk], fmt: str, input_bytes: int) -> Iterator[str]:
@@ -140,7 +158,8 @@ def _events(reader: _Reader, first: list[AudioChunk], fmt: str, input_bytes: int
             yield _event("speech.audio.delta", {"audio": base64.b64encode(header + chunk.data).decode("ascii")})
             header = b""
         chunks = reader.next_chunks()
-    if reader.complete:
+    final = reader.wait_final() if reader.complete else None
+    if final is not None and final.status is JobState.SUCCEEDED:
         yield _event("speech.audio.done", {"usage": _usage(input_bytes)})
     else:
         yield _event("error", {"error": _why(reader)})
@@ -148,6 +167,9 @@ def _events(reader: _Reader, first: list[AudioChunk], fmt: str, input_bytes: int
 
 def _why(reader: _Reader) -> dict[str, Any]:
     record = reader.record
+    if record is None and reader.complete:
+        message = f"job {reader.job_id} did not store its audio within {reader.stall_s:g} s of the last chunk"
+        return {"code": "timeout", "message": message}
     if record is None:
         return {"code": "timeout", "message": f"no audio from job {reader.job_id} for {reader.stall_s:g} s"}
     error = record.error or {"code": record.status.value, "message": f"job {reader.job_id} is {record.status.value}"}

@@ -264,7 +264,7 @@ def _speak(client: EchoClient, args: argparse.Namespace) -> int:
                 sys.stdout.buffer.flush()  # a player reading the pipe starts with the first piece
         else:
             save_atomically(speech, args.output)
-    # the stream ends with the last piece, just before the job stores its file: its record says how it ended
+    # a raw stream cannot say how the job ended (an SSE stream would): its record does
     final = client.wait_job(speech.job_id, poll_s=0.2, timeout=60) if speech.job_id else {}
     if final and final["status"] != "succeeded":
         _error(_failure(final, "job"))

@@ -43,7 +43,7 @@ def stack(service_env: dict[str, str], start_worker: Callable[..., Any], start_a
 
 
 def _job(url: str, job_id: str) -> dict[str, Any]:
-    """The job's view once it is final (a stream ends with its last chunk, just before the upload)."""
+    """The job's view once it is final."""
 
     def final() -> dict[str, Any] | None:
         view = dict(requests.get(f"{url}/v1/jobs/{job_id}", headers=AUTH, timeout=10).json())
@@ -79,6 +79,11 @@ def test_raw_audio_starts_before_the_job_finishes_and_is_the_stored_audio(stack:
         first = next(chunks)
         first_audio_at = time.time()
         streamed = first + b"".join(chunks)
+    # (the answer ends once the job has stored its file: its record already says succeeded)
+    assert (
+        requests.get(f"{stack}/v1/jobs/{answer.headers['X-Job-Id']}", headers=AUTH, timeout=10).json()["status"]
+        == "succeeded"
+    )
     job = _job(stack, answer.headers["X-Job-Id"])
     # Then the first audio came before the job finished (the rest was still rendering)
     assert job["status"] == "succeeded" and job["progress"]["segments_total"] >= 5, job.get("error")

@@ -155,7 +155,7 @@ def test_the_page_shows_the_apis_error_messages(stack: Any, page: Any) -> None:
     When it loads, then the key is saved, and then a text over ECHO_MAX_TEXT_CHARS and an empty text are sent
     Then each refusal's message from the API's error envelope is on the page, with its code; the missing
     key's 401 message goes once the key is saved; nothing was queued."""
-    jobs_before = stack.get("/v1/jobs").json()["jobs"]
+    jobs_before = [(j["id"], j["status"]) for j in stack.get("/v1/jobs").json()["jobs"]]
     unauthorized = visible_error(page, "page-error")
     assert "send Authorization: Bearer <API key>" in unauthorized and "unauthorized" in unauthorized
 
@@ -179,7 +179,8 @@ def test_the_page_shows_the_apis_error_messages(stack: Any, page: Any) -> None:
         what="the empty text's refusal",
     )
     assert expected["message"] in by_id(page, "job-error").text
-    assert stack.get("/v1/jobs").json()["jobs"] == jobs_before
+    # (ids and states: a listing presigns its URLs afresh, so whole views differ from second to second)
+    assert [(j["id"], j["status"]) for j in stack.get("/v1/jobs").json()["jobs"]] == jobs_before
 
 
 def test_a_text_book_fills_in_its_chapters(stack: Any, page: Any, tmp_path: Path) -> None:

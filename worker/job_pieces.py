@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from jobs.contract import SynthesisRequest, job_piece_key, job_pieces_prefix, segment_digest
-from jobs.storage import ObjectNotFound, Storage, StorageError
+from jobs.storage import Storage, StorageError
 
 from .render import SynthResult, sampler_config
 
@@ -46,7 +46,7 @@ class JobPieces:
         self.storage, self.job_id, self.model_revision = storage, request.job_id, model_revision
         self.voice = f"id:{request.voice_id}" if request.voice_id else ("upload" if request.speaker_key else "none")
         self.settings = dataclasses.asdict(sampler_config(request))
-        self.reused = 0
+        self._stored: set[str] | None = None  # the keys kept so far, listed once per delivery
 
     def _key(self, text: str, seed: int) -> str:
         digest = segment_digest(
@@ -54,18 +54,28 @@ class JobPieces:
         )
         return job_piece_key(self.job_id, digest)
 
+    def _kept_keys(self) -> set[str]:
+        """One listing per delivery instead of a lookup per piece: a first delivery finds nothing."""
+        if self._stored is None:
+            try:
+                self._stored = set(self.storage.list_keys(job_pieces_prefix(self.job_id)))
+            except StorageError as exc:
+                log.warning("job %s: kept pieces could not be listed (%s); rendering them all", self.job_id, exc)
+                self._stored = set()
+        return self._stored
+
     def get(self, text: str, seed: int) -> KeptPiece | None:
         """The kept piece, or None (never kept, or unreadable: then it is rendered again)."""
-        try:
-            data = self.storage.get_bytes(self._key(text, seed))
-        except ObjectNotFound:
+        key = self._key(text, seed)
+        if key not in self._kept_keys():
             return None
-        except StorageError as exc:
+        try:
+            data = self.storage.get_bytes(key)
+        except StorageError as exc:  # ObjectNotFound included: deleted since the listing
             log.warning("job %s: a kept piece could not be read (%s); rendering it again", self.job_id, exc)
             return None
         header, _, body = data.partition(b"\n")
         described = json.loads(header)
-        self.reused += 1
         samples = np.frombuffer(body, dtype="<f4").astype(np.float32)
         return KeptPiece(samples, int(described["sample_rate"]), dict(described["metadata"]))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from typing import Any
 
 import redis
@@ -142,6 +143,23 @@ def submit(
             s.store.fail(req.job_id, ErrorCode.INTERNAL_ERROR, "the job could not be queued")
             raise
     return record, created
+
+
+def wait_final(job_id: str, timeout_s: float, *, poll_max_s: float = 0.25) -> JobRecord | None:
+    """Poll the record until it is terminal (every 50 ms at first, backing off to ``poll_max_s``); None
+    when ``timeout_s`` passed first. A record that vanishes meanwhile is a 500."""
+    store, deadline, pause = services().store, time.monotonic() + timeout_s, min(0.05, poll_max_s)
+    while True:
+        record = store.get(job_id)
+        if record is None:
+            raise APIError(500, ErrorCode.INTERNAL_ERROR, f"the record of job {job_id} vanished while waiting")
+        if record.status in contract.TERMINAL_STATES:
+            return record
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        time.sleep(min(pause, left))
+        pause = min(pause * 1.5, poll_max_s)
 
 
 def idempotency_key() -> str | None:

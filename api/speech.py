@@ -11,7 +11,6 @@ Each wait holds one gunicorn thread, so ``--workers × --threads`` bounds the co
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import Response
@@ -27,7 +26,6 @@ from jobs.errors import ErrorCode
 from jobs.jobstore import JobRecord
 
 PCM_DEFAULT_RATE = 24_000  # OpenAI's pcm is 24 kHz 16-bit LE mono; clients that play it assume so
-_POLL_FIRST_S, _POLL_MAX_S = 0.05, 0.25
 # Failed job error code -> HTTP status of the synchronous answer (the envelope carries the code itself).
 _FAILED_STATUS = {
     contract.ErrorCode.INVALID_INPUT: 422,
@@ -80,22 +78,6 @@ def submit(owner: str, body: SpeechCreate, idempotency_key: str | None) -> JobRe
     )
     record, _ = jobs_service.submit(owner, job, None, idempotency_key, stream=streamed(body))
     return record
-
-
-def wait(job_id: str, timeout_s: float) -> JobRecord | None:
-    """Poll the record until it is terminal; None when ``timeout_s`` passed first."""
-    store, deadline, pause = services().store, time.monotonic() + timeout_s, _POLL_FIRST_S
-    while True:
-        record = store.get(job_id)
-        if record is None:
-            raise APIError(500, ErrorCode.INTERNAL_ERROR, f"the record of job {job_id} vanished while waiting")
-        if record.status in contract.TERMINAL_STATES:
-            return record
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        time.sleep(min(pause, left))
-        pause = min(pause * 1.5, _POLL_MAX_S)
 
 
 def _job_headers(record: JobRecord) -> dict[str, str]:
@@ -164,7 +146,7 @@ def speak(owner: str, body: SpeechCreate) -> Response:
     record = submit(owner, body, jobs_service.idempotency_key())
     if streamed(body):
         return _streamed(record, body, timeout_s)
-    done = wait(record.id, timeout_s)
+    done = jobs_service.wait_final(record.id, timeout_s)
     if done is None or done.status is not JobState.SUCCEEDED:
         raise refusal(done, record.id, timeout_s)
     return audio(done)

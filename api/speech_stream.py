@@ -85,14 +85,11 @@ class _Reader:
     def wait_final(self) -> JobRecord | None:
         """After the last chunk: the job's record once it is final (it stores the file, then succeeds),
         so the answer ends when the job has; None when that takes longer than ``stall_s``."""
-        deadline = time.monotonic() + self.stall_s
-        while time.monotonic() < deadline:
-            record = self.store.get(self.job_id)
-            if record is None or record.status in contract.TERMINAL_STATES:
-                self.record = record
-                return record
-            time.sleep(FINAL_POLL_S)
-        return None
+        try:
+            self.record = jobs_service.wait_final(self.job_id, self.stall_s, poll_max_s=FINAL_POLL_S)
+        except APIError:  # the record vanished (its retention ran out): nothing to wait for
+            self.record = None
+        return self.record
 
     def _in_order(self, chunks: list[AudioChunk]) -> list[AudioChunk]:
         fresh: list[AudioChunk] = []

@@ -20,41 +20,18 @@ import contextlib
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import requests
-from fault_helpers import RedisServer
+from fault_helpers import RedisServer, finish_job, get_job, submit_job
 from service_helpers import ApiProcess, free_port, wait_for
 
-from jobs.contract import TERMINAL_STATES
 from jobs.settings import StorageSettings
 from jobs.storage import S3Storage
 
 pytestmark = pytest.mark.slow
-
-
-def submit(api: ApiProcess, **body: Any) -> dict[str, Any]:
-    defaults = {"text": "Hello there, world.", "seed": 5, "overrides": {"num_steps": 2}}
-    answer = requests.post(f"{api.url}/v1/jobs", json=defaults | body, timeout=10)
-    assert answer.status_code == 202, answer.text
-    return dict(answer.json())
-
-
-def get(api: ApiProcess, job_id: str) -> dict[str, Any]:
-    answer = requests.get(f"{api.url}/v1/jobs/{job_id}", timeout=10)
-    assert answer.status_code == 200, answer.text
-    return dict(answer.json())
-
-
-def finish(api: ApiProcess, job_id: str, timeout: float = 180) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        job = get(api, job_id)
-        return job if job["status"] in TERMINAL_STATES else None
-
-    return wait_for(done, timeout=timeout, what=f"job {job_id}", interval=0.2)  # type: ignore[return-value]
 
 
 def stored_keys(env: dict[str, str], job_id: str) -> list[str]:
@@ -62,15 +39,6 @@ def stored_keys(env: dict[str, str], job_id: str) -> list[str]:
 
 
 # --- Redis with an append-only file, killed and restarted on the same port and directory ---------
-
-
-@pytest.fixture
-def aof_redis(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path / "redis-aof")
-    server.workdir.mkdir()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_redis_killed_and_restarted_with_append_only_file_loses_no_job(
@@ -85,9 +53,9 @@ def test_redis_killed_and_restarted_with_append_only_file_loses_no_job(
     env = {k: v for k, v in service_env.items() if k not in shortened} | {"ECHO_REDIS_URL": aof_redis.url}
     api = start_api(env)
     start_worker(env)
-    jobs = [submit(api, seed=seed, overrides={"num_steps": 30}) for seed in (1, 2, 3)]
-    wait_for(lambda: get(api, jobs[0]["id"])["progress"]["step"] >= 1, timeout=120, what="the first step")
-    assert [get(api, job["id"])["status"] for job in jobs[1:]] == ["queued", "queued"]
+    jobs = [submit_job(api.url, seed=seed, overrides={"num_steps": 30}) for seed in (1, 2, 3)]
+    wait_for(lambda: get_job(api.url, jobs[0]["id"])["progress"]["step"] >= 1, timeout=120, what="the first step")
+    assert [get_job(api.url, job["id"])["status"] for job in jobs[1:]] == ["queued", "queued"]
     # When Redis dies and comes back
     aof_redis.kill()
     killed_at = time.monotonic()
@@ -99,10 +67,10 @@ def test_redis_killed_and_restarted_with_append_only_file_loses_no_job(
         timeout=30,
         what="the API after the restart",
     )
-    jobs.append(submit(api, seed=4))
+    jobs.append(submit_job(api.url, seed=4))
     # And every job succeeds exactly once: one audio object and its description
     for job in jobs:
-        done = finish(api, job["id"], timeout=90)
+        done = finish_job(api.url, job["id"], timeout=90)
         assert done["status"] == "succeeded", done
         assert len(stored_keys(env, job["id"])) == 2, stored_keys(env, job["id"])
     recovered_s = time.monotonic() - killed_at
@@ -192,8 +160,8 @@ def s3_proxy(s3_endpoint: str) -> Any:
 
 def _render_then_cut_s3(api: ApiProcess, proxy: FlakyProxy) -> tuple[dict[str, Any], float]:
     """Submit a job of a few seconds' render, cut S3 once it is mid-render; returns the job and when."""
-    job = submit(api, overrides={"num_steps": 30})
-    wait_for(lambda: get(api, job["id"])["progress"]["step"] >= 1, timeout=120, what="the first step")
+    job = submit_job(api.url, overrides={"num_steps": 30})
+    wait_for(lambda: get_job(api.url, job["id"])["progress"]["step"] >= 1, timeout=120, what="the first step")
     proxy.down()
     return job, time.monotonic()
 
@@ -208,11 +176,11 @@ def test_s3_unreachable_for_20_s_during_upload_retries_with_backoff_then_succeed
     worker = start_worker(env | {"ECHO_S3_ENDPOINT_URL": s3_proxy.url})
     job, cut_at = _render_then_cut_s3(api, s3_proxy)
     wait_for(lambda: "Retry in" in worker.output(), timeout=60, what="the first upload retry")
-    assert get(api, job["id"])["status"] == "running"
+    assert get_job(api.url, job["id"])["status"] == "running"
     time.sleep(max(0.0, 20 - (time.monotonic() - cut_at)))
     s3_proxy.up()
     back_at = time.monotonic()
-    done = finish(api, job["id"], timeout=150)
+    done = finish_job(api.url, job["id"], timeout=150)
     assert done["status"] == "succeeded", done
     assert len(stored_keys(env, job["id"])) == 2
     assert time.monotonic() - back_at < 70  # the longest backoff step is 60 s (retry_backoff_max)
@@ -230,10 +198,10 @@ def test_s3_unreachable_past_the_retry_budget_fails_the_job_with_storage_unavail
     api = start_api(env)
     start_worker(env | {"ECHO_S3_ENDPOINT_URL": s3_proxy.url})
     job, _ = _render_then_cut_s3(api, s3_proxy)
-    done = finish(api, job["id"], timeout=120)
+    done = finish_job(api.url, job["id"], timeout=120)
     assert done["status"] == "failed" and done["error"]["code"] == "storage_unavailable", done
     assert stored_keys(env, job["id"]) == []
     # And once S3 is back the same worker serves the next job
     s3_proxy.up()
-    assert finish(api, submit(api)["id"])["status"] == "succeeded"
-    assert get(api, job["id"])["status"] == "failed"
+    assert finish_job(api.url, submit_job(api.url)["id"])["status"] == "succeeded"
+    assert get_job(api.url, job["id"])["status"] == "failed"

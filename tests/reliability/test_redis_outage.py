@@ -16,8 +16,6 @@ its own in-flight entries whose task ended (``worker/recovery.py``, ``test_recov
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,15 +29,6 @@ from jobs.storage import S3Storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 OUTAGE_S = 70
-
-
-@pytest.fixture
-def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis-aof")
-    server.workdir.mkdir()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_a_redis_outage_over_a_minute_mid_render_costs_a_job_one_sweep_not_the_visibility_timeout(

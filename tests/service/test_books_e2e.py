@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import requests
 from book_files import lighthouse_epub3
+from fault_helpers import finish_book, finish_job, get_book
 from service_helpers import ApiProcess, wait_for
 
-from jobs.contract import TERMINAL_STATES
 from worker.assembly import read_chapters
 
 pytestmark = pytest.mark.slow
@@ -43,22 +43,6 @@ def stack(book_env: dict[str, str], start_api: Any, start_worker: Any) -> ApiPro
     start_worker(book_env)
     start_worker(book_env | {"ECHO_WORKER_ROLE": "assemble"})
     return api
-
-
-def get_book(api: ApiProcess, book_id: str) -> dict[str, Any]:
-    answer = requests.get(f"{api.url}/v1/audiobooks/{book_id}", timeout=10)
-    assert answer.status_code == 200, answer.text
-    return dict(answer.json())
-
-
-def finish_book(api: ApiProcess, book_id: str, timeout: float = 300) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        book = get_book(api, book_id)
-        return book if book["status"] in TERMINAL_STATES else None
-
-    book = wait_for(done, timeout=timeout, what=f"audiobook {book_id}", interval=0.2)
-    assert isinstance(book, dict)
-    return book
 
 
 def post_file(api: ApiProcess, data: bytes, name: str, **form: str) -> dict[str, Any]:
@@ -99,7 +83,7 @@ def test_an_epub_becomes_chapter_files_and_an_m4b_with_its_chapter_markers(stack
     # Given an EPUB of three chapters with a table of contents, a cover and a navigation page
     book = post_file(stack, lighthouse_epub3(), "lighthouse.epub", format="mp3")
     # When it has rendered
-    done = finish_book(stack, book["id"])
+    done = finish_book(stack.url, book["id"])
     # Then it succeeded, every segment rendered once, and each chapter has its file
     assert done["status"] == "succeeded", done["error"]
     assert done["segments_total"] > 3 and done["segments_rendered"] == done["segments_total"]
@@ -129,7 +113,7 @@ def test_markdown_and_text_books_get_their_chapters_and_titles(stack: ApiProcess
     text = b"CHAPTER I\n\nThe first words.\n\nCHAPTER II\n\nThe last words.\n"
     md, txt = post_file(stack, markdown, "small.md", format="flac"), post_file(stack, text, "plain.txt")
     # When both have rendered
-    md_done, txt_done = finish_book(stack, md["id"]), finish_book(stack, txt["id"])
+    md_done, txt_done = finish_book(stack.url, md["id"]), finish_book(stack.url, txt["id"])
     # Then each has its chapters, titled from the headings, in its M4B too
     assert md_done["status"] == txt_done["status"] == "succeeded"
     assert md_done["title"] == "A Small Book"
@@ -146,16 +130,16 @@ def test_a_book_sent_again_renders_nothing_and_an_edit_renders_only_what_changed
         ("Two", "A middle.\n\nStill the middle."),
         ("Three", "The end is near.\n\nThe end."),
     ]
-    first = finish_book(stack, post_json(stack, chapters)["id"])
+    first = finish_book(stack.url, post_json(stack, chapters)["id"])
     assert first["status"] == "succeeded" and first["segments_rendered"] == first["segments_total"]
     # When the same book is submitted again
-    again = finish_book(stack, post_json(stack, chapters)["id"])
+    again = finish_book(stack.url, post_json(stack, chapters)["id"])
     # Then nothing renders: every segment comes from the cache
     assert again["status"] == "succeeded"
     assert again["segments_rendered"] == 0 and again["segments_cached"] == again["segments_total"]
     # When one paragraph of chapter two is changed
     edited = [chapters[0], ("Two", "A middle.\n\nA different ending of the middle."), chapters[2]]
-    changed = finish_book(stack, post_json(stack, edited)["id"])
+    changed = finish_book(stack.url, post_json(stack, edited)["id"])
     # Then only that paragraph's segments render
     assert changed["status"] == "succeeded"
     assert 1 <= changed["segments_rendered"] <= 2
@@ -167,21 +151,16 @@ def test_a_single_job_submitted_during_a_book_starts_before_the_book_finishes(st
     # Given a book of many segments rendering on the only rendering worker
     paragraphs = "\n\n".join(f"Paragraph number {i} is spoken here." for i in range(24))
     book = post_json(stack, [("Long", paragraphs)], overrides={"num_steps": 8})
-    wait_for(lambda: get_book(stack, book["id"])["segments_done"] >= 2, timeout=120, what="the book to start")
+    wait_for(lambda: get_book(stack.url, book["id"])["segments_done"] >= 2, timeout=120, what="the book to start")
     # When a short interactive job is submitted
     job = requests.post(f"{stack.url}/v1/jobs", json={"text": "Quick one.", "overrides": FAST_JSON}, timeout=10)
     assert job.status_code == 202
-
-    def job_done() -> dict[str, Any] | None:
-        body = requests.get(f"{stack.url}/v1/jobs/{job.json()['id']}", timeout=10).json()
-        return body if body["status"] in TERMINAL_STATES else None
-
-    done = wait_for(job_done, timeout=120, what="the interactive job")
+    done = finish_job(stack.url, job.json()["id"], timeout=120)
     # Then it is done while the book is still rendering (the queues are separate)
     assert isinstance(done, dict) and done["status"] == "succeeded"
-    during = get_book(stack, book["id"])
+    during = get_book(stack.url, book["id"])
     assert during["status"] == "running" and during["segments_done"] < during["segments_total"]
-    assert finish_book(stack, book["id"])["status"] == "succeeded"
+    assert finish_book(stack.url, book["id"])["status"] == "succeeded"
 
 
 def test_a_rendering_worker_killed_mid_book_loses_only_its_group(
@@ -193,11 +172,11 @@ def test_a_rendering_worker_killed_mid_book_loses_only_its_group(
     start_worker(book_env | {"ECHO_WORKER_ROLE": "assemble"})
     paragraphs = "\n\n".join(f"Sentence {i} of the killed book." for i in range(12))
     book = post_json(api, [("Only", paragraphs)], overrides={"num_steps": 30})
-    wait_for(lambda: get_book(api, book["id"])["segments_done"] >= 2, timeout=180, what="the first group")
+    wait_for(lambda: get_book(api.url, book["id"])["segments_done"] >= 2, timeout=180, what="the first group")
     # When the worker is SIGKILLed mid-book and another one starts
     doomed.kill()
     survivor = start_worker(book_env)
-    done = finish_book(api, book["id"], timeout=300)
+    done = finish_book(api.url, book["id"], timeout=300)
     # Then the book completes with every segment counted once
     assert done["status"] == "succeeded", done["error"]
     assert done["segments_rendered"] + done["segments_cached"] == done["segments_total"] == 12

@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,13 +111,7 @@ def get_job(url: str, job_id: str) -> dict[str, Any]:
 
 
 def finish_job(url: str, job_id: str, timeout: float = 180) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        job = get_job(url, job_id)
-        return job if job["status"] in TERMINAL_STATES else None
-
-    job = wait_for(done, timeout=timeout, what=f"job {job_id}", interval=0.2)
-    assert isinstance(job, dict)
-    return job
+    return _final(lambda: get_job(url, job_id), f"job {job_id}", timeout)
 
 
 def get_book(url: str, book_id: str) -> dict[str, Any]:
@@ -127,13 +121,19 @@ def get_book(url: str, book_id: str) -> dict[str, Any]:
 
 
 def finish_book(url: str, book_id: str, timeout: float = 300) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        book = get_book(url, book_id)
-        return book if book["status"] in TERMINAL_STATES else None
+    return _final(lambda: get_book(url, book_id), f"audiobook {book_id}", timeout)
 
-    book = wait_for(done, timeout=timeout, what=f"audiobook {book_id}", interval=0.2)
-    assert isinstance(book, dict)
-    return book
+
+def _final(read: Callable[[], dict[str, Any]], what: str, timeout: float) -> dict[str, Any]:
+    """``read()`` once it reports a final status (polled every 0.2 s for at most ``timeout`` s)."""
+
+    def done() -> dict[str, Any] | None:
+        view = read()
+        return view if view["status"] in TERMINAL_STATES else None
+
+    view = wait_for(done, timeout=timeout, what=what, interval=0.2)
+    assert isinstance(view, dict)
+    return view
 
 
 # --- Redis with an append-only file, killed and restarted on the same port and directory ---------

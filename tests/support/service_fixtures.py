@@ -30,8 +30,10 @@ from service_helpers import (
     ApiProcess,
     WorkerProcess,
     free_port,
-    heartbeat,
-    process_env,
+    spawn_api,
+    spawn_worker,
+    started,
+    tiny_stack_env,
     wait_for,
 )
 
@@ -111,16 +113,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def service_env(redis_url: str, s3_endpoint: str, s3_bucket: str, tiny_checkpoint: Path) -> dict[str, str]:
     """Settings for worker and API processes: this test's Redis, bucket and the tiny checkpoint."""
-    return {
-        "ECHO_REDIS_URL": redis_url,
-        "ECHO_S3_ENDPOINT_URL": s3_endpoint,
-        "ECHO_S3_BUCKET": s3_bucket,
-        **S3_CREDENTIALS,
-        "ECHO_MODEL_REPO": str(tiny_checkpoint / "echo-tts-base"),
-        "ECHO_AE_REPO": str(tiny_checkpoint / "fish-s1-dac-min"),
-        "ECHO_DEVICE": "cpu",
-        "ECHO_DTYPE": "float32",
-        "ECHO_AE_DTYPE": "float32",
+    return tiny_stack_env(redis_url, s3_endpoint, s3_bucket, tiny_checkpoint) | {
         # Short limits so a killed worker's task is re-delivered within the test's patience.
         "ECHO_TASK_SOFT_TIME_LIMIT_S": "20",
         "ECHO_TASK_TIME_LIMIT_S": "25",
@@ -131,7 +124,7 @@ def service_env(redis_url: str, s3_endpoint: str, s3_bucket: str, tiny_checkpoin
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
+    started_workers: list[WorkerProcess] = []
 
     def start(
         env: dict[str, str], *, queues: str | None = None, wait: bool = True, name: str | None = None
@@ -139,27 +132,14 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         """``name``: the worker's --hostname (default: a fresh one); reuse a killed worker's name to
         restart it as a container restart would."""
         name = name or f"test-{uuid.uuid4().hex[:8]}@localhost"
-        log = tmp_path / f"worker-{len(started)}.log"
-        args = [PYTHON, "-m", "worker", "--hostname", name, "--loglevel", "INFO"]
-        if queues:
-            args += ["--queues", queues]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(args, cwd=ROOT, env=process_env(env), stdout=out, stderr=subprocess.STDOUT)
-        worker = WorkerProcess(proc, log, name, env["ECHO_REDIS_URL"])
-        started.append(worker)
+        worker = spawn_worker(env, tmp_path / f"worker-{len(started_workers)}.log", name, queues=queues)
+        started_workers.append(worker)
         if wait:
-
-            def up() -> bool:
-                if proc.poll() is not None:
-                    raise AssertionError(f"worker exited with {proc.returncode}:\n{worker.output()}")
-                beat = heartbeat(worker.redis_url, name)  # this process's (a killed namesake's may linger)
-                return beat is not None and beat.get("pid") == proc.pid
-
-            wait_for(up, timeout=120, what=f"worker {name} heartbeat", interval=0.2)
+            wait_for(lambda: started(worker), timeout=120, what=f"worker {name} heartbeat", interval=0.2)
         return worker
 
     yield start
-    for worker in started:
+    for worker in started_workers:
         if not worker.stopped:
             worker.stop()
 
@@ -167,37 +147,16 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
 @pytest.fixture
 def start_api(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
     """Starts the API helper's entry point with the given settings; waits for /healthz."""
-    import requests
-
-    started: list[ApiProcess] = []
+    started_apis: list[ApiProcess] = []
 
     def start(env: dict[str, str]) -> ApiProcess:
-        port = free_port()
-        log = tmp_path / f"api-{len(started)}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [PYTHON, "-m", "api", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-                cwd=ROOT,
-                env=process_env(env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        api = ApiProcess(proc, f"http://127.0.0.1:{port}", log)
-        started.append(api)
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"api exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-            try:
-                return requests.get(api.url + "/healthz", timeout=5).status_code == 200
-            except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow on a busy machine
-                return False
-
-        wait_for(up, timeout=60, what="the API's /healthz", interval=0.1)
+        api = spawn_api(env, tmp_path / f"api-{len(started_apis)}.log", workers=2)
+        started_apis.append(api)
+        wait_for(lambda: started(api), timeout=60, what="the API's /healthz", interval=0.1)
         return api
 
     yield start
-    for api in started:
+    for api in started_apis:
         if api.proc.poll() is None:
             api.proc.terminate()
             try:

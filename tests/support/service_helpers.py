@@ -111,3 +111,64 @@ class ApiProcess:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+# --- starting the real processes ---------------------------------------------------------------------
+
+
+def tiny_stack_env(redis_url: str, s3_endpoint: str, bucket: str, checkpoint: Path) -> dict[str, str]:
+    """What a worker or API process needs to run on this Redis and bucket with the tiny checkpoint (CPU)."""
+    return {
+        "ECHO_REDIS_URL": redis_url,
+        "ECHO_S3_ENDPOINT_URL": s3_endpoint,
+        "ECHO_S3_BUCKET": bucket,
+        **S3_CREDENTIALS,
+        "ECHO_MODEL_REPO": str(checkpoint / "echo-tts-base"),
+        "ECHO_AE_REPO": str(checkpoint / "fish-s1-dac-min"),
+        "ECHO_DEVICE": "cpu",
+        "ECHO_DTYPE": "float32",
+        "ECHO_AE_DTYPE": "float32",
+    }
+
+
+def spawn_worker(env: dict[str, str], log: Path, name: str, *, queues: str | None = None) -> WorkerProcess:
+    """``python -m worker --hostname name`` with its output in ``log``; not waited for (see :func:`started`)."""
+    args = [PYTHON, "-m", "worker", "--hostname", name, "--loglevel", "INFO"]
+    if queues:
+        args += ["--queues", queues]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=process_env(env), stdout=out, stderr=subprocess.STDOUT)
+    return WorkerProcess(proc, log, name, env["ECHO_REDIS_URL"])
+
+
+def spawn_api(env: dict[str, str], log: Path, *, workers: int) -> ApiProcess:
+    """``python -m api`` (gunicorn, ``workers`` processes) on a free loopback port; not waited for."""
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "api", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)],
+            cwd=ROOT,
+            env=process_env(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return ApiProcess(proc, f"http://127.0.0.1:{port}", log)
+
+
+def started(process: WorkerProcess | ApiProcess) -> bool:
+    """Whether a spawned process is serving: this very worker's heartbeat (a killed namesake's may
+    linger), or the API's /healthz. A process that exited fails the test with its log."""
+    import requests
+
+    if process.proc.poll() is not None:
+        raise AssertionError(f"{process.proc.args} exited with {process.proc.returncode}:\n{process.output()}")
+    if isinstance(process, WorkerProcess):
+        beat = heartbeat(process.redis_url, process.name)
+        return beat is not None and beat.get("pid") == process.proc.pid
+    try:
+        return requests.get(process.url + "/healthz", timeout=5).status_code == 200
+    except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow on a busy machine
+        return False

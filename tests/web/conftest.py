@@ -12,9 +12,8 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,7 @@ from typing import Any
 import pytest
 import redis
 import requests
-from service_helpers import (
-    PYTHON,
-    ROOT,
-    S3_CREDENTIALS,
-    ApiProcess,
-    WorkerProcess,
-    free_port,
-    heartbeat,
-    process_env,
-    wait_for,
-)
+from service_helpers import ApiProcess, WorkerProcess, spawn_api, spawn_worker, started, tiny_stack_env, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -51,75 +40,27 @@ class Stack:
         return requests.get(self.api.url + path, headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
 
 
-def _start_worker(env: dict[str, str], log: Path) -> WorkerProcess:
-    name = f"web-{uuid.uuid4().hex[:8]}@localhost"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "worker", "--hostname", name, "--loglevel", "INFO"],
-            cwd=ROOT,
-            env=process_env(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return WorkerProcess(proc, log, name, env["ECHO_REDIS_URL"])
-
-
-def _start_api(env: dict[str, str], log: Path) -> ApiProcess:
-    port = free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "api", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=ROOT,
-            env=process_env(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return ApiProcess(proc, f"http://127.0.0.1:{port}", log)
-
-
-def _up(process: WorkerProcess | ApiProcess) -> Callable[[], bool]:
-    def check() -> bool:
-        if process.proc.poll() is not None:
-            raise AssertionError(f"{process.proc.args} exited:\n{process.log.read_text(errors='replace')}")
-        if isinstance(process, WorkerProcess):
-            beat = heartbeat(process.redis_url, process.name)
-            return beat is not None and beat.get("pid") == process.proc.pid
-        try:
-            return requests.get(process.url + "/healthz", timeout=5).status_code == 200
-        except (requests.ConnectionError, requests.Timeout):  # still booting
-            return False
-
-    return check
-
-
 @pytest.fixture(scope="module")
 def stack(
     redis_server: str, s3_endpoint: str, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     redis.Redis.from_url(redis_server).flushall()
-    env = {
-        "ECHO_REDIS_URL": redis_server,
-        "ECHO_S3_ENDPOINT_URL": s3_endpoint,
-        "ECHO_S3_BUCKET": f"echo-web-{uuid.uuid4().hex[:10]}",
-        **S3_CREDENTIALS,
+    env = tiny_stack_env(redis_server, s3_endpoint, f"echo-web-{uuid.uuid4().hex[:10]}", tiny_checkpoint) | {
         "ECHO_API_KEYS": f"web:{TOKEN}",
         "ECHO_MAX_TEXT_CHARS": str(MAX_TEXT_CHARS),
-        "ECHO_MODEL_REPO": str(tiny_checkpoint / "echo-tts-base"),
-        "ECHO_AE_REPO": str(tiny_checkpoint / "fish-s1-dac-min"),
-        "ECHO_DEVICE": "cpu",
-        "ECHO_DTYPE": "float32",
-        "ECHO_AE_DTYPE": "float32",
     }
     logs = tmp_path_factory.mktemp("web-stack")
     # all three start at once: each spends its first seconds importing
     workers = [
-        _start_worker(env, logs / "render.log"),
-        _start_worker(env | {"ECHO_WORKER_ROLE": "assemble"}, logs / "assemble.log"),
+        spawn_worker(env, logs / "render.log", f"web-{uuid.uuid4().hex[:8]}@localhost"),
+        spawn_worker(
+            env | {"ECHO_WORKER_ROLE": "assemble"}, logs / "assemble.log", f"web-{uuid.uuid4().hex[:8]}@localhost"
+        ),
     ]
-    api = _start_api(env, logs / "api.log")
+    api = spawn_api(env, logs / "api.log", workers=1)
     try:
         for process in (api, *workers):
-            wait_for(_up(process), timeout=120, what=f"{process.log.stem} to start", interval=0.1)
+            wait_for(lambda p=process: started(p), timeout=120, what=f"{process.log.stem} to start", interval=0.1)
         yield Stack(api, workers, TOKEN, MAX_TEXT_CHARS)
     finally:  # all at once: a worker's warm shutdown takes seconds
         for process in (api, *workers):

@@ -12,8 +12,9 @@ figures issue 10 tracks, and ends with one line ``RESULT {json}``:
 - ``queue_overhead_p50_ms``, ``queue_overhead_p99_ms``: submit-to-start with an idle worker over real
   HTTP, Redis and Celery; ``api_submits_per_s``: accepted submits per second from concurrent clients;
   ``speech_first_audio_s``: time to the first audio byte of streamed speech for a ~3,600-character text,
-  and ``speech_first_audio_speedup``: the whole-file answer's time to its first byte ÷ that
-  (``bench_service.py``);
+  and ``speech_first_audio_speedup``: the whole-file answer's time to its first byte ÷ that;
+  ``job_batch_gain``: short jobs per second with cross-job batching on ÷ off, a burst submitted at once,
+  and ``mean_jobs_per_call`` with it on (``bench_service.py``);
 - ``device`` and the model widths and batch sizes each figure was taken at.
 
 ``--quick`` samples fewer segments and jobs (about 10 minutes on 2 CPU cores); ``--device cuda`` runs
@@ -96,11 +97,14 @@ def summarise(raw: dict[str, dict[str, Any]], device: str) -> dict[str, Any]:
         "api_submits_per_s": round(service["api_submits"]["submits_per_s"], 1),
         "speech_first_audio_s": round(service["speech_first_audio"]["streamed_first_audio_s"], 3),
         "speech_first_audio_speedup": round(service["speech_first_audio"]["first_audio_speedup"], 2),
+        "job_batch_gain": round(service["job_batching"]["job_batch_gain"], 3),
+        "mean_jobs_per_call": round(service["job_batching"]["mean_jobs_per_call"], 2),
         "device": device,
         "taken_at": {
             "canvas": f"random EchoDiT width {canvas['model']['model_size']}, {canvas['model']['num_layers']} layers, "
             f"{canvas['dtype']}, {canvas['steps']} steps, batch 1, {canvas['device']}, {canvas['threads']} thread(s)",
-            "books_service_voice": "tiny checkpoint through the real service, CPU, float32; book groups of 4 vs 1",
+            "books_service_voice": "tiny checkpoint through the real service, CPU, float32; book groups of 4 vs 1; "
+            "job batching: bursts of 8 one-sentence jobs, ECHO_BATCH_SIZE 4, 4 steps",
         },
     }
 

@@ -10,7 +10,10 @@ Measures:
 2. submits per second the API accepts: ``--submits`` POSTs from ``--concurrency`` threads while
    the worker is stopped (so only the API, Redis and the broker are measured);
 3. submit-to-downloadable for one sentence: POST, poll every 20 ms, GET the presigned URL;
-   median over ``--runs``, at the preset's default 40 steps and at ``--fast-steps``.
+   median over ``--runs``, at the preset's default 40 steps and at ``--fast-steps``;
+4. cross-job batching: ``--batch-jobs`` short jobs submitted at once, jobs per second from the first
+   submit to the last success, with ``ECHO_JOB_BATCHING=false`` and ``true`` side by side (the worker
+   restarted between, alternated over ``--runs``): ``job_batch_gain`` = on ÷ off.
 
     .venv/bin/python bench/bench_service.py [--idle-jobs 40] [--submits 400] [--concurrency 8] [--runs 3]
     ECHO_DEVICE=cuda ECHO_DTYPE=bfloat16 python bench/bench_service.py --worker-only   # a GPU box, no API
@@ -145,10 +148,15 @@ class Stack:
         except requests.ConnectionError:
             return False
 
-    def start_worker(self) -> None:
+    def start_worker(self, **env: str) -> None:
         import redis
 
-        self.worker = self._start([PY, "-m", "worker", "--loglevel", "WARNING"], "worker")
+        base = self.env
+        self.env = base | env
+        try:
+            self.worker = self._start([PY, "-m", "worker", "--loglevel", "WARNING"], "worker")
+        finally:
+            self.env = base
         client = redis.Redis.from_url(self.env["ECHO_REDIS_URL"])
         wait(
             lambda: self.worker.poll() is None and list(client.scan_iter("echo:heartbeat:*")) or self.worker.poll(),
@@ -339,6 +347,40 @@ def bench_first_audio(stack: Stack, runs: int, steps: int | None) -> dict[str, A
     }
 
 
+def bench_job_batching(stack: Stack, client: Any, jobs: int, runs: int, steps: int) -> dict[str, Any]:
+    """Jobs per second for ``jobs`` short jobs submitted at once, cross-job batching off and on."""
+
+    def burst(batching: bool, round_: int) -> tuple[float, float]:
+        stack.stop_worker()
+        stack.start_worker(ECHO_JOB_BATCHING="true" if batching else "false")
+        began = time.perf_counter()
+        texts = [f"Short request number {i} of round {round_}." for i in range(jobs)]
+        submitted = [client.submit(text=t, seed=i, overrides={"num_steps": steps}) for i, t in enumerate(texts)]
+        done = [
+            wait(lambda j=job: (x := client.job(j["id"]))["status"] in ("succeeded", "failed") and x, 600, "a job")
+            for job in submitted
+        ]
+        if any(job["status"] != "succeeded" for job in done):
+            raise SystemExit(f"a job failed: {[job['error'] for job in done if job['error']]}")
+        sizes = [float((job.get("timings") or {}).get("batch_jobs", 1)) for job in done]
+        return jobs / (time.perf_counter() - began), statistics.mean(sizes)
+
+    off, on = [], []
+    for round_ in range(runs):  # alternated, so a change in the machine's load hits both alike
+        off.append(burst(False, round_))
+        on.append(burst(True, round_))
+    rate_off, rate_on = statistics.median(r for r, _ in off), statistics.median(r for r, _ in on)
+    return {
+        "jobs_per_s_alone": rate_off,
+        "jobs_per_s_batched": rate_on,
+        "job_batch_gain": rate_on / rate_off,
+        "mean_jobs_per_call": statistics.mean(size for _, size in on),
+        "jobs": jobs,
+        "steps": steps,
+        "n": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--idle-jobs", type=int, default=40)
@@ -346,6 +388,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--fast-steps", type=int, default=4)
+    parser.add_argument("--batch-jobs", type=int, default=8, help="short jobs per burst (cross-job batching)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="tiny checkpoint dir (made when absent)")
     parser.add_argument(
         "--worker-only",
@@ -382,6 +425,7 @@ def main() -> None:
         results["long_text_3600_chars_default_steps"] = bench_downloadable(client, 1, None, LONG_TEXT)
         if not args.worker_only:
             results["speech_first_audio"] = bench_first_audio(stack, args.runs, args.fast_steps)
+        results["job_batching"] = bench_job_batching(stack, client, args.batch_jobs, args.runs, args.fast_steps)
     finally:
         stack.close()
     print(json.dumps(results, indent=2))

@@ -418,6 +418,11 @@ def inflight_key(worker_name: str) -> str:
     return INFLIGHT_PREFIX + worker_name
 
 
+# a job another job's worker took into its sampler call (jobs/company.py) is held by an entry under this
+# tag instead of a delivery tag: the sweep re-sends the job's message instead of restoring one
+CLAIM_TAG_PREFIX = "claim:"
+
+
 def inflight_worker(key: str) -> str:
     return key[len(INFLIGHT_PREFIX) :]
 

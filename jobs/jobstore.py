@@ -97,6 +97,7 @@ class JobRecord(RecordTimes):
     deadline_ts: float | None = None  # queued past this (epoch seconds), the job expires unrendered
     queue_timeout_s: float | None = None  # the setting's value that deadline_ts came from
     worker: str | None = None  # the worker that started it last (its heartbeat says whether it lives)
+    claimed_by: str | None = None  # the worker that took it into another job's sampler call (jobs/company.py)
     webhook: dict[str, Any] | None = None  # {url, events, deliveries} (jobs.webhooks.parse_state)
 
     @classmethod
@@ -124,6 +125,7 @@ class JobRecord(RecordTimes):
             deadline_ts=opt_float(h.get("deadline_ts")),
             queue_timeout_s=opt_float(h.get("queue_timeout_s")),
             worker=h.get("worker") or None,
+            claimed_by=h.get("claimed_by") or None,
             webhook=webhooks.parse_state(h),
         )
 
@@ -272,14 +274,18 @@ class JobStore(RecordStore):
         fields: dict[str, Any],
         *,
         refuse_if_cancel: bool = False,
+        refuse_if_claimed: bool = False,
     ) -> bool:
         keys = [self._job_key(job_id), self._counts_key]
-        return self._move_record(keys, allowed, new, fields, refuse_if_cancel=refuse_if_cancel)
+        return self._move_record(
+            keys, allowed, new, fields, refuse_if_cancel=refuse_if_cancel, refuse_if_claimed=refuse_if_claimed
+        )
 
     def mark_running(self, job_id: str, *, worker: str | None = None) -> bool:
         """queued → running; a re-delivered running job stays running. False when canceled, cancel
-        was requested, terminal or unknown: the worker must not render it. ``worker`` (the Celery node
-        name) is recorded: the job's record says which worker holds it."""
+        was requested, terminal, unknown, or claimed into another job's batch (``claimed_by``; released
+        by ``jobs.company.WaitingRoom.release``): the worker must not render it. ``worker`` (the Celery
+        node name) is recorded: the job's record says which worker holds it."""
         record = self.get(job_id)
         if record is None or record.status not in (JobState.QUEUED, JobState.RUNNING):
             return False
@@ -290,6 +296,7 @@ class JobStore(RecordStore):
             JobState.RUNNING,
             {"started_ts": repr(started), "worker": worker or ""},
             refuse_if_cancel=True,
+            refuse_if_claimed=True,
         )
         if ok:
             self.r.hincrby(self._job_key(job_id), "attempts", 1)

@@ -63,13 +63,15 @@ redis.call('EXPIRE', KEYS[3], 2 * tonumber(ARGV[3]))
 return {'created', ARGV[2]}
 """
 # KEYS: record key, state counts, then keys that live and die with the record (their TTL is renewed).
-# ARGV: comma-separated allowed states, "1" to refuse when cancel was requested, ttl, new state, pairs.
+# ARGV: comma-separated allowed states, flags ("c": refuse when cancel was requested, "b": refuse when
+# another job's batch claimed the record, jobs/company.py), ttl, new state, pairs.
 # The counts move with the state, in the same atomic step.
 TRANSITION_RECORD = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 if not string.find(',' .. ARGV[1] .. ',', ',' .. status .. ',', 1, true) then return 0 end
-if ARGV[2] == '1' and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 0 end
+if string.find(ARGV[2], 'c', 1, true) and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 0 end
+if string.find(ARGV[2], 'b', 1, true) and (redis.call('HGET', KEYS[1], 'claimed_by') or '') ~= '' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[4], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
@@ -140,13 +142,14 @@ class RecordStore:
         fields: dict[str, Any],
         *,
         refuse_if_cancel: bool = False,
+        refuse_if_claimed: bool = False,
     ) -> bool:
         """Move the record ``keys[0]`` to ``new`` if its state is in ``allowed``; ``keys[1]`` is the counts
         hash, the rest live and die with the record."""
         pairs = [x for k, v in fields.items() for x in (k, v)]
         allowed_csv = ",".join(s.value for s in allowed)
-        flag = "1" if refuse_if_cancel else "0"
-        return bool(self._transition(keys=list(keys), args=[allowed_csv, flag, self.ttl, new.value, *pairs]))
+        flags = ("c" if refuse_if_cancel else "") + ("b" if refuse_if_claimed else "") or "-"
+        return bool(self._transition(keys=list(keys), args=[allowed_csv, flags, self.ttl, new.value, *pairs]))
 
     def _counts(self, key: str) -> dict[JobState, int]:
         raw = self.r.hgetall(key)

@@ -11,13 +11,23 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from functools import partial
 from typing import Any
 
 from celery import Celery, signals
 from kombu.entity import Exchange, Queue
 
 from jobs import logs
-from jobs.contract import ALL_QUEUES, ENCODE_VOICE, QUEUE_INTERACTIVE, QUEUE_WEBHOOKS, SYNTHESIZE, WEBHOOK_DELIVER
+from jobs.company import claimed_job
+from jobs.contract import (
+    ALL_QUEUES,
+    ENCODE_VOICE,
+    QUEUE_INTERACTIVE,
+    QUEUE_WEBHOOKS,
+    SYNTHESIZE,
+    TERMINAL_STATES,
+    WEBHOOK_DELIVER,
+)
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -89,10 +99,7 @@ def _connect_lifecycle(app: Celery, settings: WorkerSettings) -> None:
     sweepers: list[Sweeper] = []
     inflight: list[InFlight] = []
 
-    def restore(delivery_tag: str) -> None:
-        """Put one un-acked message back on its queue with kombu's own restore (one transaction)."""
-        with app.connection_for_write() as connection:
-            connection.default_channel.qos.restore_by_tag(delivery_tag, leftmost=False)
+    restore, resend = partial(_restore, app), partial(_resend, app)
 
     def load(**_: Any) -> None:
         try:
@@ -111,6 +118,7 @@ def _connect_lifecycle(app: Celery, settings: WorkerSettings) -> None:
         beat.start()
         beats.append(beat)
         inflight.append(InFlight(engine.jobs.r, name))
+        engine.inflight, engine.resend = inflight[0], resend
         sweeper = Sweeper(engine.jobs.r, restore, name)
         sweeper.start()  # at start too: a worker restarted after a crash re-queues what died with it
         sweepers.append(sweeper)
@@ -136,6 +144,26 @@ def _connect_lifecycle(app: Celery, settings: WorkerSettings) -> None:
     signals.worker_shutdown.connect(shutdown, weak=False)
     signals.task_prerun.connect(task_started, weak=False)
     signals.task_postrun.connect(task_ended, weak=False)
+
+
+def _restore(app: Celery, delivery_tag: str) -> None:
+    """Put one un-acked message back on its queue with kombu's own restore (one transaction); a job
+    claimed into a batch (``claim:{id}``) has no message of its own: it is sent again."""
+    job_id = claimed_job(delivery_tag)
+    if job_id is not None:
+        _resend(app, job_id)
+        return
+    with app.connection_for_write() as connection:
+        connection.default_channel.qos.restore_by_tag(delivery_tag, leftmost=False)
+
+
+def _resend(app: Celery, job_id: str) -> None:
+    """Send a job's message again from its record (its claimer died, or handed it back)."""
+    from .engine import get_engine
+
+    record = get_engine().jobs.get(job_id)
+    if record is not None and record.status not in TERMINAL_STATES:
+        app.send_task(SYNTHESIZE, kwargs=record.request, queue=QUEUE_INTERACTIVE)
 
 
 def _connect_logging(settings: WorkerSettings) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,10 @@ class Engine:
     latents: LatentsCache = field(default_factory=lambda: LatentsCache(8))
     busy_job: str | None = None
     worker_name: str | None = None  # this process's Celery node name, once it is ready
+    # set once the worker consumes (celery_app): where this process records what it holds
+    # (worker.recovery.InFlight), and how a job's message is sent again (a claimed job handed back)
+    inflight: Any = None
+    resend: Callable[[str], None] | None = None
     load_s: float = 0.0
     warmup_s: float = 0.0
 

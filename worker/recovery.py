@@ -20,6 +20,11 @@ Redis was unreachable could neither ack its message nor remove its entry, and on
 message is re-queued at the next sweep instead of after the visibility timeout.
 
 A worker that was only frozen and wakes up later acks a message that is no longer un-acked: a no-op.
+
+Jobs claimed into another job's batch (``jobs/company.py``) have no message of their own here: the claim
+writes an entry ``claim:{job_id}`` in the claimer's hash, and ``restore`` (given by the Celery app)
+re-sends such a job's message instead of restoring one. :func:`holds` tells a worker that receives a
+message for a job already running elsewhere whether the holder is alive and answers for it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ log = logging.getLogger(__name__)
 RECOVERY_SWEEP_S = 10.0  # how often each worker looks for dead workers' messages
 LIFE = uuid.uuid4().hex  # this process's life: tells its in-flight entries from a predecessor's of the same name
 ACTIVE: set[str] = set()  # delivery tags this process is running now (task_prerun .. task_postrun)
+# held while a claim writes its entries and marks them active, so this process's own sweep never reads
+# such an entry before it is in ACTIVE (it would re-send a job this process is about to render)
+CLAIM_LOCK = threading.Lock()
 
 Restore = Callable[[str], None]  # restores one un-acked message by its delivery tag
 
@@ -55,6 +63,10 @@ class InFlight:
         entry: dict[str, Any] = {"task": task, "task_id": task_id, "since": time.time(), "life": self.life, **ids}
         self.active.add(delivery_tag)  # before the entry: a sweep that reads the entry sees it active
         self.r.hset(self.key, delivery_tag, json.dumps(entry))
+
+    def claimed(self, tags: list[str]) -> None:
+        """Entries a claim wrote (``jobs/company.py``) belong to tasks this process now runs."""
+        self.active.update(tags)
 
     def finished(self, delivery_tag: str) -> None:
         try:
@@ -97,8 +109,9 @@ def _reclaim_own(client: Any, restore: Restore, me: str, life: str, active: set[
     ack and its entry's removal failed, so the message would wait for the visibility timeout)."""
     reclaimed: list[dict[str, Any]] = []
     key = inflight_key(me)
-    entries = client.hgetall(key)
-    running = set(active)  # read after the entries: a task started since then has no entry among them
+    with CLAIM_LOCK:
+        entries = client.hgetall(key)
+        running = set(active)  # read after the entries: a task started since then has no entry among them
     for tag, raw in entries.items():
         entry = json.loads(raw)
         if entry.get("life") == life and tag in running:
@@ -107,6 +120,14 @@ def _reclaim_own(client: Any, restore: Restore, me: str, life: str, active: set[
         client.hdel(key, tag)
         reclaimed.append({"worker": me, "delivery_tag": tag, **entry})
     return reclaimed
+
+
+def holds(client: Any, worker: str, job_id: str) -> bool:
+    """True when ``worker`` is alive and has an in-flight entry for the job: if it dies, the sweep
+    re-queues (or re-sends) that job, so another message for it may be dropped."""
+    if not client.exists(heartbeat_key(worker)):
+        return False
+    return any(json.loads(raw).get("job_id") == job_id for raw in client.hvals(inflight_key(worker)))
 
 
 class Sweeper:

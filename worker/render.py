@@ -263,6 +263,18 @@ def render(
                 (number + 1) / len(batches), (number + 1) * config.num_steps, total_steps, len(results), len(pieces)
             )
         )
+    return _assemble(pipeline, pieces, seeds, results, pause_s, reused)
+
+
+def _assemble(
+    pipeline: SynthPipeline,
+    pieces: Sequence[str],
+    seeds: Sequence[int],
+    results: Sequence[SynthResult],
+    pause_s: float,
+    reused: set[int] | None = None,
+) -> Rendered:
+    """One job's rendered pieces joined into its track, with what made each piece."""
     rate = int(results[0].sample_rate)
     samples = join_segments([r.samples for r in results], rate, pause_s=pause_s)
     described = [
@@ -273,7 +285,7 @@ def render(
             "duration_s": round(r.samples.shape[0] / rate, 4),
             # the canvas the kept render used, and how often a fitted one was too short
             **{k: r.metadata[k] for k in ("canvas_latents", "canvas_retries") if k in r.metadata},
-            **({"kept": True} if i in reused else {}),
+            **({"kept": True} if reused and i in reused else {}),
         }
         for i, r in enumerate(results)
     ]
@@ -284,6 +296,71 @@ def render(
         dict(results[0].metadata.get("settings") or {}),
         str(getattr(pipeline, "model_revision", "unknown")),
     )
+
+
+@dataclass(frozen=True)
+class JobToRender:
+    """One job of a cross-job batch: its request and its resolved speaker (None: no voice)."""
+
+    request: SynthesisRequest
+    speaker: Any
+
+
+def render_many(
+    pipeline: SynthPipeline,
+    jobs: Sequence[JobToRender],
+    *,
+    batch_size: int = 4,
+    pause_s: float = 0.25,
+    control: RenderControl | None = None,
+    max_piece_bytes: int | None = None,
+) -> list[Rendered]:
+    """Several jobs that share sampler settings, their pieces rendered together ``batch_size`` per sampler
+    call; one ``Rendered`` per job, in order. Piece ``i`` of a job keeps seed ``job seed + i``, so each
+    job's track is the one :func:`render` gives it alone. ``control`` stops them all; ``on_progress``
+    reports steps over the whole batch (``segments_done`` counts the batch's pieces)."""
+    control = control or RenderControl()
+    config = sampler_config(jobs[0].request)
+    if any(sampler_config(job.request) != config for job in jobs[1:]):
+        raise ValueError("jobs rendered together must share their sampler settings (jobs.company.batch_key)")
+    plans = [plan_pieces(job.request.text, max_piece_bytes) for job in jobs]
+    if not all(plans):
+        from echo_tts.errors import InvalidInput
+
+        raise InvalidInput("text is empty after removing whitespace")
+    seeds = [piece_seeds(job.request.seed, len(pieces)) for job, pieces in zip(jobs, plans, strict=True)]
+    flat = [(j, i) for j, pieces in enumerate(plans) for i in range(len(pieces))]
+    calls = plan_batches(len(flat), batch_size)
+    total_steps = config.num_steps * len(calls)
+    results: dict[tuple[int, int], SynthResult] = {}
+    if control.should_stop():
+        raise control.stop_error()
+    for number, call in enumerate(calls):
+        members = [flat[k] for k in call]
+        steps_before, done_before = number * config.num_steps, call.start
+
+        def progress(step: int, total: int, steps_before: int = steps_before, done_before: int = done_before) -> None:
+            overall = steps_before + round(config.num_steps * step / max(total, 1))
+            control.on_progress(ProgressReport(overall / total_steps, overall, total_steps, done_before, len(flat)))
+
+        try:
+            rendered = pipeline.synthesize_batch(
+                [plans[j][i] for j, i in members],
+                [jobs[j].speaker for j, _ in members],
+                config,
+                [seeds[j][i] for j, i in members],
+                progress=progress,
+                should_cancel=control.should_stop,
+            )
+        except Cancelled:
+            raise control.stop_error() from None
+        results.update(zip(members, rendered, strict=True))
+        done = (number + 1) * config.num_steps
+        control.on_progress(ProgressReport(done / total_steps, done, total_steps, call.stop, len(flat)))
+    return [
+        _assemble(pipeline, pieces, seeds[j], [results[(j, i)] for i in range(len(pieces))], pause_s)
+        for j, pieces in enumerate(plans)
+    ]
 
 
 def encode_output(rendered: Rendered, fmt: str, sample_rate: int | None = None) -> bytes:

@@ -23,7 +23,8 @@ from worker.settings import WorkerSettings
 
 from .book_tasks import register_book_tasks
 from .engine import get_engine
-from .runner import expire_delivery, fail_unexpected, run_synthesis
+from .job_output import fail_unexpected
+from .runner import expire_delivery, run_synthesis
 from .voices import encode_voice
 from .webhook_tasks import notify, register_webhook_tasks
 

@@ -50,9 +50,10 @@ def test_redis_killed_and_restarted_with_append_only_file_loses_no_job(
     # (the broker's visibility timeout left at its default hour: a message left un-acked by the fault
     # must not wait for it)
     shortened = ("ECHO_VISIBILITY_TIMEOUT_S", "ECHO_UNACKED_RESTORE_INTERVAL_S")
+    # (cross-job batching off: the two waiting jobs must stay messages in the broker's list, not be claimed)
     env = {k: v for k, v in service_env.items() if k not in shortened} | {"ECHO_REDIS_URL": aof_redis.url}
     api = start_api(env)
-    start_worker(env)
+    start_worker(env | {"ECHO_JOB_BATCHING": "false"})
     jobs = [submit_job(api.url, seed=seed, overrides={"num_steps": 30}) for seed in (1, 2, 3)]
     wait_for(lambda: get_job(api.url, jobs[0]["id"])["progress"]["step"] >= 1, timeout=120, what="the first step")
     assert [get_job(api.url, job["id"])["status"] for job in jobs[1:]] == ["queued", "queued"]

@@ -38,6 +38,14 @@ def _override_field(bound: contract.OverrideBound) -> tuple[Any, Any]:
     return (kind | None if bound.nullable else kind), field
 
 
+def speakable(text: str, name: str) -> str:
+    """Refuse text with nothing to speak: blank, or only control and format characters (as a book with
+    no text is refused); emoji and punctuation alone are the model's to read."""
+    if not any(char.isprintable() and not char.isspace() for char in text):
+        raise ValueError(f"{name} must not be blank or only control characters")
+    return text
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -94,9 +102,7 @@ class JobCreate(_Strict):
     @field_validator("text")
     @classmethod
     def _not_blank(cls, text: str) -> str:
-        if not text.strip():
-            raise ValueError("text must not be blank")
-        return text
+        return speakable(text, "text")
 
     @field_validator("metadata", mode="before")
     @classmethod
@@ -273,9 +279,7 @@ class SpeechCreate(_Strict):
     @field_validator("input")
     @classmethod
     def _not_blank(cls, text: str) -> str:
-        if not text.strip():
-            raise ValueError("input must not be blank")
-        return text
+        return speakable(text, "input")
 
     @field_validator("speed")
     @classmethod

@@ -26,6 +26,7 @@ def fields_of(error: dict) -> list[str]:
     [
         ({"text": ""}, "text"),
         ({"text": "   \n"}, "text"),
+        ({"text": "\x01\x02\x07\x1b\x7f\x85 \u200b"}, "text"),  # control and format characters only
         ({}, "text"),
         ({"text": 5}, "text"),
         ({"preset": "Very-High-CFG"}, "preset"),

@@ -7,6 +7,7 @@ agree on the bucket, the key layout and the TTL. A missing or malformed setting 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,10 @@ def parse_api_keys(raw: str) -> dict[str, str]:
         if token in keys:
             raise SettingsError(f"ECHO_API_KEYS gives the same token to {keys[token]!r} and {name!r}")
         keys[token] = name
+    for token, name in keys.items():  # one token given both plain and hashed: two owners for one secret
+        twin = keys.get("sha256:" + hashlib.sha256(token.encode()).hexdigest())
+        if not token.startswith("sha256:") and twin is not None:
+            raise SettingsError(f"ECHO_API_KEYS gives the same token to {twin!r} (hashed) and {name!r} (plain)")
     if not keys:
         raise SettingsError("ECHO_API_KEYS is set but holds no name:token pair")
     return keys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from pathlib import Path
 
@@ -88,6 +89,14 @@ def test_malformed_api_keys_are_refused_naming_the_setting(raw: str) -> None:
     # Given / When a malformed ECHO_API_KEYS is parsed, Then it is refused by name
     with pytest.raises(SettingsError, match="ECHO_API_KEYS"):
         parse_api_keys(raw)
+
+
+def test_one_token_given_plain_and_hashed_is_refused_naming_both_owners() -> None:
+    # Given the same token once plain and once as its SHA-256
+    hashed = "sha256:" + hashlib.sha256(b"tok-aaaaaaa1").hexdigest()
+    # When ECHO_API_KEYS is parsed, Then it is refused: one secret cannot belong to two owners
+    with pytest.raises(SettingsError, match="'bob' \\(hashed\\) and 'alice' \\(plain\\)"):
+        parse_api_keys(f"alice:tok-aaaaaaa1,bob:{hashed}")
 
 
 def test_settings_have_defaults_and_take_limits_from_the_environment(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ Measures:
    median over ``--runs``, at the preset's default 40 steps and at ``--fast-steps``;
 4. cross-job batching: ``--batch-jobs`` short jobs submitted at once, jobs per second from the first
    submit to the last success, with ``ECHO_JOB_BATCHING=false`` and ``true`` side by side (the worker
-   restarted between, alternated over ``--runs``): ``job_batch_gain`` = on ÷ off.
+   restarted between, alternated over ``--runs``; ``--batch-steps``, default the preset's 40, so the
+   sampler's share of a job is a real render's): ``job_batch_gain`` = on ÷ off.
 
     .venv/bin/python bench/bench_service.py [--idle-jobs 40] [--submits 400] [--concurrency 8] [--runs 3]
     ECHO_DEVICE=cuda ECHO_DTYPE=bfloat16 python bench/bench_service.py --worker-only   # a GPU box, no API
@@ -389,12 +390,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--fast-steps", type=int, default=4)
     parser.add_argument("--batch-jobs", type=int, default=8, help="short jobs per burst (cross-job batching)")
+    parser.add_argument("--batch-steps", type=int, default=40, help="diffusion steps of those jobs")
     parser.add_argument("--checkpoint", type=Path, default=None, help="tiny checkpoint dir (made when absent)")
     parser.add_argument(
         "--worker-only",
         action="store_true",
         help="no API and no S3: submit through Redis + Celery as the API does, local storage",
     )
+    parser.add_argument("--batching-only", action="store_true", help="only the cross-job batching measurement")
     parser.add_argument(
         "--first-audio-only",
         action="store_true",
@@ -406,6 +409,13 @@ def main() -> None:
     stack = Stack(workdir, checkpoint, with_api=not args.worker_only)
     results: dict[str, Any] = {}
     try:
+        if args.batching_only:
+            stack.start_worker()
+            results["job_batching"] = bench_job_batching(
+                stack, HttpClient(stack), args.batch_jobs, args.runs, args.batch_steps
+            )
+            print(json.dumps(results, indent=2))
+            return
         if args.first_audio_only:
             stack.start_worker()
             results["speech_first_audio"] = bench_first_audio(stack, args.runs, args.fast_steps)
@@ -425,7 +435,7 @@ def main() -> None:
         results["long_text_3600_chars_default_steps"] = bench_downloadable(client, 1, None, LONG_TEXT)
         if not args.worker_only:
             results["speech_first_audio"] = bench_first_audio(stack, args.runs, args.fast_steps)
-        results["job_batching"] = bench_job_batching(stack, client, args.batch_jobs, args.runs, args.fast_steps)
+        results["job_batching"] = bench_job_batching(stack, client, args.batch_jobs, args.runs, args.batch_steps)
     finally:
         stack.close()
     print(json.dumps(results, indent=2))

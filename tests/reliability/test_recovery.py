@@ -7,7 +7,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from jobs.contract import heartbeat_key, inflight_key
+from jobs.company import WaitingRoom, claim_tag, claimed_job
+from jobs.contract import JobState, heartbeat_key, inflight_key
+from jobs.jobstore import JobStore
 from worker.recovery import InFlight, sweep
 
 
@@ -76,3 +78,31 @@ def test_an_entry_of_this_life_whose_task_ended_while_redis_was_down_is_requeued
     # Then the ended task's message is re-queued now, not after the visibility timeout; the running one stays
     assert restored == ["tag-done"] and [r["job_id"] for r in requeued] == ["job_a"]
     assert redis_client.hkeys(inflight_key("w@h")) == ["tag-running"]
+
+
+def test_jobs_a_dead_worker_claimed_into_its_batch_are_handed_to_the_restore_by_their_claim_tags(
+    redis_client: redis.Redis,
+) -> None:
+    # Fault: a worker dies while rendering a batch; two waiting jobs had been claimed into it
+    store = JobStore(redis_client)
+    room = WaitingRoom(store)
+    request = {"text": "Short.", "preset": "default", "overrides": {}}
+    lead, first, second = (store.create("alice", request)[0].id for _ in range(3))
+    for job_id in (first, second):
+        room.offer(job_id, request)
+    assert room.claim(lead, request, limit=2, max_text_bytes=300, worker="dead@h", life="x") == [first, second]
+    # And a live worker that claimed one too, which is rendering it now (its tag marked active)
+    other = store.create("alice", request)[0].id
+    room.offer(other, request)
+    redis_client.set(heartbeat_key("live@h"), "{}", ex=30)
+    assert room.claim(lead, request, limit=1, max_text_bytes=300, worker="live@h", life="y") == [other]
+    restored: list[str] = []
+    # When a sweep runs
+    sweep(redis_client, restored.append, me="me@h")
+    # Then the dead worker's claimed jobs go to the restore by their claim tags (the Celery app re-sends
+    # their messages: worker/celery_app.py), and the live worker's claim stays
+    assert sorted(restored) == sorted(claim_tag(job_id) for job_id in (first, second))
+    assert [claimed_job(tag) for tag in redis_client.hkeys(inflight_key("live@h"))] == [other]
+    # And the jobs are running under the dead worker's claim until a delivery releases it
+    record = store.get(first)
+    assert record is not None and record.status is JobState.RUNNING and record.claimed_by == "dead@h"

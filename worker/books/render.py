@@ -16,9 +16,11 @@ from echo_tts.audio import encode_audio
 from echo_tts.errors import Cancelled
 from jobs.books import BookRequest, PlannedSegment
 from jobs.contract import segment_cache_key
+from jobs.errors import ErrorCode, ServiceError
 from jobs.render_stats import RenderStats
 
 from ..engine import Engine
+from ..job_output import free_after_out_of_memory, is_out_of_memory
 from ..voices import voice_latents
 from .flow import Send, queue_ready_work
 from .segments import digest_of, load_plan, sampler_config, settings_of, voice_identity
@@ -69,13 +71,7 @@ def render_group(engine: Engine, send: Send, book_id: str, indices: list[int]) -
         started = time.monotonic()
         engine.busy_job = book_id
         try:
-            results = engine.pipeline.synthesize_batch(
-                [s.text for s, _ in todo],
-                [speaker] * len(todo),
-                sampler_config(request),
-                [s.seed for s, _ in todo],
-                should_cancel=_stop_check(engine, book_id),
-            )
+            results = _synthesize(engine, book_id, request, [s for s, _ in todo], speaker)
         except Cancelled:
             return {"book_id": book_id, "status": "stopped"}
         finally:
@@ -88,3 +84,43 @@ def render_group(engine: Engine, send: Send, book_id: str, indices: list[int]) -
         stats.book_segments_rendered(len(todo))
     queue_ready_work(books, send, book_id, {plan[i].chapter for i in indices})
     return {"book_id": book_id, "status": "done", "rendered": len(todo), "cached": cached}
+
+
+class BookOutOfMemory(ServiceError):
+    """One segment alone does not fit the device's memory: the book fails with ``out_of_memory``."""
+
+    code = ErrorCode.OUT_OF_MEMORY
+
+
+def _synthesize(
+    engine: Engine, book_id: str, request: BookRequest, segments: list[PlannedSegment], speaker: Any
+) -> list[Any]:
+    """The group as one sampler call; a group that runs out of memory renders one segment at a time (the
+    memory the failed call held freed first), so only a segment too big alone fails the book."""
+
+    def call(items: list[PlannedSegment]) -> list[Any]:
+        return list(
+            engine.pipeline.synthesize_batch(
+                [s.text for s in items],
+                [speaker] * len(items),
+                sampler_config(request),
+                [s.seed for s in items],
+                should_cancel=_stop_check(engine, book_id),
+            )
+        )
+
+    groups = [segments]
+    while True:
+        try:
+            return [result for group in groups for result in call(group)]
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            detail = free_after_out_of_memory(exc)
+            if len(groups) == len(segments):
+                raise BookOutOfMemory(
+                    f"out of memory rendering one segment alone ({detail}); a smaller ECHO_MAX_PIECE_BYTES on "
+                    "the worker makes shorter segments"
+                ) from None
+            log.warning("book %s: a group of %d ran out of memory (%s); one at a time", book_id, len(segments), detail)
+            groups = [[segment] for segment in segments]

@@ -25,7 +25,8 @@ from jobs.contract import CLAIM_TAG_PREFIX, SYNTHESIZE, inflight_key
 from jobs.jobstore import JobStore
 
 # KEYS: waiting room, state counts, the claimer's in-flight hash.
-# ARGV: limit, now, max text bytes, worker, life, lead job id, job key prefix, ttl, tag prefix, task name.
+# ARGV: limit, now, max text bytes, worker, life, lead job id, job key prefix, ttl, tag prefix, task name,
+# min text bytes.
 _CLAIM = """
 local out, limit, now, maxb = {}, tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 99)) do
@@ -37,9 +38,10 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 99)) do
   if h[1] == 'queued' and h[2] ~= '1' and not overdue and id ~= ARGV[6] then
     ok, req = pcall(cjson.decode, h[4])
   end
-  redis.call('ZREM', KEYS[1], id)
-  if ok and type(req) == 'table' and type(req['text']) == 'string' and #req['text'] <= maxb
-      and req['stream'] ~= true then
+  if not ok or type(req) ~= 'table' or type(req['text']) ~= 'string' or req['stream'] == true then
+    redis.call('ZREM', KEYS[1], id)  -- never company: started, final, overdue, or not batchable
+  elseif #req['text'] <= maxb and #req['text'] >= tonumber(ARGV[11]) then  -- else: another lead's size
+    redis.call('ZREM', KEYS[1], id)
     redis.call('HSET', key, 'status', 'running', 'started_ts', ARGV[2], 'worker', ARGV[4],
       'claimed_by', ARGV[4], 'batch_lead', ARGV[6])
     redis.call('HINCRBY', key, 'attempts', 1)
@@ -106,15 +108,24 @@ class WaitingRoom:
         self.store.r.zrem(self._key(request), job_id)
 
     def claim(
-        self, lead: str, request: dict[str, Any], *, limit: int, max_text_bytes: int, worker: str, life: str
+        self,
+        lead: str,
+        request: dict[str, Any],
+        *,
+        limit: int,
+        max_text_bytes: int,
+        worker: str,
+        life: str,
+        min_text_bytes: int = 0,
     ) -> list[str]:
-        """Move up to ``limit`` waiting jobs that share ``request``'s sampler settings and whose text is at
-        most ``max_text_bytes`` UTF-8 bytes to running under ``worker``, oldest first; their ids."""
+        """Move up to ``limit`` waiting jobs that share ``request``'s sampler settings and whose text has
+        ``min_text_bytes`` to ``max_text_bytes`` UTF-8 bytes to running under ``worker``, oldest first;
+        their ids. Jobs outside that range are left waiting."""
         if limit <= 0:
             return []
         keys = [self._key(request), self.store._counts_key, inflight_key(worker)]
         args = [limit, repr(self.store.clock()), max_text_bytes, worker, life, lead, f"{self.store.prefix}:job:"]
-        args += [self.store.ttl, CLAIM_TAG_PREFIX, SYNTHESIZE]
+        args += [self.store.ttl, CLAIM_TAG_PREFIX, SYNTHESIZE, min_text_bytes]
         return [str(job_id) for job_id in self._claim(keys=keys, args=args)]
 
     def release(self, job_id: str, holder: str) -> bool:

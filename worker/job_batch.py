@@ -51,6 +51,7 @@ from .render import (
     RenderTimeLimit,
     plan_pieces,
     render_many,
+    sampler_config,
 )
 from .voices import JobFailure, resolve_speaker
 
@@ -63,7 +64,8 @@ HANDED_BACK = "handed_back"  # a claimed job sent back to the queue (storage dow
 def _lead_pieces(engine: Engine, lead: SynthesisRequest) -> int | None:
     """How many pieces the job renders when it may lead a batch; None when it renders alone."""
     s = engine.settings
-    if not s.job_batching or lead.stream or engine.inflight is None or engine.resend is None:
+    enabled = engine.device.startswith("cuda") if s.job_batching is None else s.job_batching
+    if not enabled or lead.stream or engine.inflight is None or engine.resend is None:
         return None
     if not engine.worker_name or spooled(lead.job_id) is not None:
         return None
@@ -79,8 +81,9 @@ def gather_company(engine: Engine, lead: SynthesisRequest, room: WaitingRoom) ->
     free = engine.settings.batch_size - pieces
     window_ends = time.monotonic() + engine.settings.batch_window_ms / 1000
     claimed: list[str] = []
+    sizes = company_sizes(engine, lead)
     while True:
-        claimed += _claim(engine, room, lead, free - len(claimed))
+        claimed += _claim(engine, room, lead, free - len(claimed), sizes)
         left = window_ends - time.monotonic()
         if len(claimed) >= free or left <= 0:
             break
@@ -91,13 +94,29 @@ def gather_company(engine: Engine, lead: SynthesisRequest, room: WaitingRoom) ->
     return company
 
 
-def _claim(engine: Engine, room: WaitingRoom, lead: SynthesisRequest, places: int) -> list[str]:
+def company_sizes(engine: Engine, lead: SynthesisRequest) -> tuple[int, int]:
+    """The text sizes (UTF-8 bytes) company may have: one piece, and with fitted canvases
+    (``ECHO_CANVAS=auto``) the sizes whose first canvas is the lead's first piece's, since a sampler call
+    renders each canvas length apart (measured on raw bytes, a close stand-in for the spoken bytes)."""
+    top = engine.settings.max_piece_bytes
+    policy = getattr(engine.pipeline, "canvas", None)
+    if not getattr(policy, "auto", False):
+        return 0, top
+    cap = sampler_config(lead).sequence_length
+    want = policy.first_canvas(plan_pieces(lead.text, top)[0], cap)  # type: ignore[union-attr]
+    sizes = [size for size in range(1, top + 1) if policy.first_canvas("x" * size, cap) == want]  # type: ignore[union-attr]
+    return (min(sizes), max(sizes)) if sizes else (0, top)
+
+
+def _claim(engine: Engine, room: WaitingRoom, lead: SynthesisRequest, places: int, sizes: tuple[int, int]) -> list[str]:
+    low, high = sizes
     with CLAIM_LOCK:  # the claim's entries are marked as this process's before its own sweep can read them
         claimed = room.claim(
             lead.job_id,
             lead.to_dict(),
             limit=places,
-            max_text_bytes=engine.settings.max_piece_bytes,
+            min_text_bytes=low,
+            max_text_bytes=high,
             worker=str(engine.worker_name),
             life=LIFE,
         )

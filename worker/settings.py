@@ -88,8 +88,10 @@ class WorkerSettings:
     storage_retries: int = 5
     book_group_size: int = 4  # book segments rendered as one batched sampler call
     # cross-job batching (worker/job_batch.py): a short interactive job takes waiting jobs with the same
-    # sampler settings into its sampler call, up to batch_size pieces, waiting at most this long for them
-    job_batching: bool = True
+    # sampler settings into its sampler call, up to batch_size pieces, waiting at most this long for them.
+    # None (auto): on CUDA only. A CPU is compute-bound at batch 1 already: there a batch of 4 costs about
+    # 4.3 single renders (tiny checkpoint, 2 cores), so batching would only delay the first jobs.
+    job_batching: bool | None = None
     batch_window_ms: int = 50
     book_ttl_s: int = DEFAULT_BOOK_TTL_S
     log_format: str = "json"  # ECHO_LOG_FORMAT: json (one object per line) or text
@@ -141,7 +143,9 @@ class WorkerSettings:
             warmup=boolean(e, "ECHO_WARMUP", True),
             storage_retries=positive_int(e, "ECHO_STORAGE_RETRIES", 5),
             book_group_size=bounded_int(e, "ECHO_BOOK_GROUP_SIZE", 4, low=1, high=64),
-            job_batching=boolean(e, "ECHO_JOB_BATCHING", True),
+            job_batching=None
+            if (e.get("ECHO_JOB_BATCHING") or "auto").lower() == "auto"
+            else boolean(e, "ECHO_JOB_BATCHING", True),
             batch_window_ms=bounded_int(e, "ECHO_BATCH_WINDOW_MS", 50, low=0, high=2000),
             book_ttl_s=read_book_ttl_s(e),
             restore_interval_s=positive(e, "ECHO_UNACKED_RESTORE_INTERVAL_S", 10.0),

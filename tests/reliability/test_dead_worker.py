@@ -42,7 +42,7 @@ def test_a_batch_whose_worker_is_killed_finishes_within_two_minutes_each_job_exa
 ) -> None:
     # Given default settings (visibility timeout one hour), the API and one worker that waits up to 2 s
     # for company, and three jobs submitted at once: the first leads, the other two are claimed into its call
-    env = _defaults(service_env) | {"ECHO_BATCH_WINDOW_MS": "2000"}
+    env = _defaults(service_env) | {"ECHO_BATCH_WINDOW_MS": "2000", "ECHO_JOB_BATCHING": "true"}
     api = start_api(env)
     doomed = start_worker(env)
     bodies = [{"text": "Hello there, world.", "seed": seed, "overrides": {"num_steps": 100}} for seed in (3, 4, 5)]

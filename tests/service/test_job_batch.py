@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from echo_tts.canvas import CanvasPolicy
 from echo_tts.errors import InvalidInput
 from echo_tts.speaker import SpeakerLatents
 from jobs import contract
@@ -28,8 +29,10 @@ from jobs.company import WaitingRoom, claim_tag
 from jobs.contract import ErrorCode, JobState, SynthesisRequest
 from jobs.jobstore import JobStore
 from jobs.records import new_id
+from jobs.settings import SettingsError
 from jobs.storage import LocalStorage, TransientStorageError
 from worker.engine import Engine
+from worker.job_batch import company_sizes
 from worker.recovery import InFlight
 from worker.runner import run_synthesis
 from worker.settings import WorkerSettings
@@ -84,7 +87,13 @@ class Resent(list[str]):
 
 def _engine(redis_url: str, folder: Path, **env: str) -> Engine:
     settings = WorkerSettings.from_env(
-        {"ECHO_REDIS_URL": redis_url, "ECHO_STORAGE_DIR": str(folder), "ECHO_BATCH_WINDOW_MS": "0", **env}
+        {
+            "ECHO_REDIS_URL": redis_url,
+            "ECHO_STORAGE_DIR": str(folder),
+            "ECHO_BATCH_WINDOW_MS": "0",
+            "ECHO_JOB_BATCHING": "true",  # the default, auto, batches on CUDA only
+            **env,
+        }
     )
     storage = LocalStorage(settings.storage.local_dir)
     storage.ensure_bucket()
@@ -309,3 +318,39 @@ def test_a_streamed_job_never_leads_a_batch(engine: Engine) -> None:
     run_synthesis(engine, lead)
     assert engine.pipeline.calls == [[lead["text"]]]
     assert engine.jobs.get(waiting["job_id"]).status is JobState.QUEUED  # type: ignore[union-attr]
+
+
+def test_with_fitted_canvases_only_company_of_the_leads_canvas_is_taken(engine: Engine) -> None:
+    # Given fitted canvases (each canvas length is a sampler run of its own), a short lead, a short waiting
+    # job (the same 128-frame canvas) and a long one (~250 bytes: a 448-frame canvas)
+    engine.pipeline.canvas = CanvasPolicy("auto")  # type: ignore[attr-defined]
+    lead, short = _queue(engine, "A short lead."), _queue(engine, "Short company.")
+    long = _queue(engine, "A much longer waiting request that needs a canvas of its own size. " * 4)
+    assert company_sizes(engine, SynthesisRequest.from_dict(lead))[1] < len(long["text"].encode())
+    # When the lead runs
+    run_synthesis(engine, lead)
+    # Then only the short job shared its call; the long one still waits, for a lead of its own size
+    assert engine.pipeline.calls == [[lead["text"], short["text"]]]
+    assert engine.jobs.get(long["job_id"]).status is JobState.QUEUED  # type: ignore[union-attr]
+    other_lead = _queue(engine, "A much longer leading request that needs a canvas of its own size. " * 4)
+    run_synthesis(engine, other_lead)
+    assert engine.pipeline.calls[-1] == [other_lead["text"], long["text"]]
+
+
+@pytest.mark.parametrize(("device", "batched"), [("cpu", False), ("cuda", True), ("cuda:1", True)])
+def test_by_default_jobs_are_batched_on_cuda_only(redis_url: str, tmp_path: Path, device: str, batched: bool) -> None:
+    # Given the default setting (auto) on a worker of this device, a lead and a waiting job
+    engine = _engine(redis_url, tmp_path / "s", ECHO_JOB_BATCHING="auto")
+    engine.device = device
+    lead, waiting = _queue(engine), _queue(engine, "Waiting.")
+    # When the lead runs, Then it took the other job along only on CUDA
+    run_synthesis(engine, lead)
+    assert (engine.pipeline.calls == [[lead["text"], waiting["text"]]]) is batched
+
+
+@pytest.mark.parametrize(("raw", "parsed"), [(None, None), ("auto", None), ("true", True), ("off", False)])
+def test_the_batching_setting_reads_auto_or_a_boolean(raw: str | None, parsed: bool | None) -> None:
+    env = {"ECHO_REDIS_URL": "redis://r:6379/0"} | ({"ECHO_JOB_BATCHING": raw} if raw else {})
+    assert WorkerSettings.from_env(env).job_batching is parsed
+    with pytest.raises(SettingsError, match="ECHO_JOB_BATCHING"):
+        WorkerSettings.from_env(env | {"ECHO_JOB_BATCHING": "sometimes"})

@@ -56,7 +56,8 @@ def test_waiting_jobs_render_in_one_call_and_each_sounds_as_it_does_alone(
 ) -> None:
     # Given one worker, four pieces per sampler call, busy with a long job
     url = start_api(service_env).url
-    start_worker(service_env | {"ECHO_BATCH_SIZE": "4", "ECHO_MAX_PIECE_BYTES": "200"})
+    # (batching switched on: its default, auto, batches on CUDA only)
+    start_worker(service_env | {"ECHO_BATCH_SIZE": "4", "ECHO_MAX_PIECE_BYTES": "200", "ECHO_JOB_BATCHING": "true"})
     busy = submit_job(url, text=LONG, seed=1, overrides=FAST)
     # When three short jobs with two different voices and none are submitted meanwhile
     requests_ = [

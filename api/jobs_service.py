@@ -144,7 +144,17 @@ def submit(
         except Exception:
             s.store.fail(req.job_id, ErrorCode.INTERNAL_ERROR, "the job could not be queued")
             raise
+        _report_sent(req.job_id)
     return record, created
+
+
+def _report_sent(job_id: str) -> None:
+    """Take the job out of the outbox: its message is on the broker. If Redis fails now, a worker's
+    sweep sends the message once more later (``worker.recovery.send_unsent``), which renders nothing twice."""
+    try:
+        services().store.sent(job_id)
+    except redis.RedisError as exc:
+        log.warning("job %s was queued, but the outbox kept it: %s", job_id, exc)
 
 
 def wait_final(job_id: str, timeout_s: float, *, poll_max_s: float = 0.25) -> JobRecord | None:

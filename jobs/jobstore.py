@@ -4,6 +4,7 @@ Layout (``{p}`` is the key prefix, ``echo`` by default):
 ``{p}:job:{id}`` hash with a TTL (result retention) · ``{p}:jobs:{owner}`` sorted set of job ids by
 created time · ``{p}:idem:{owner}:{key}`` → ``fingerprint job_id`` (same TTL as the job) ·
 ``{p}:job_counts`` hash of jobs per state, moved by the same scripts that move a job ·
+``{p}:outbox`` sorted set of jobs stored whose message the API has not yet reported sent ·
 ``echo:heartbeat:{name}`` (``jobs.contract.heartbeat_key``) heartbeat JSON with a TTL. Voices live in
 :mod:`jobs.voicestore`, a store of their own on the same Redis.
 
@@ -154,6 +155,10 @@ class JobStore(RecordStore):
     def _counts_key(self) -> str:
         return f"{self.prefix}:job_counts"
 
+    @property
+    def _outbox_key(self) -> str:
+        return f"{self.prefix}:outbox"
+
     # -- service health and metrics --------------------------------------------------------------
     def ping(self) -> None:
         """Raise ``redis.RedisError`` when Redis cannot be reached."""
@@ -218,7 +223,7 @@ class JobStore(RecordStore):
             fields |= webhooks.config_fields(webhook[0], list(webhook[1]))
         keys = [idem, self._job_key(job_id), self._index_key(owner), self._counts_key]
         outcome, found = self._create_record(
-            keys, fp, job_id, now, fields, kind="job", owner=owner, max_active=max_active
+            keys, fp, job_id, now, fields, kind="job", owner=owner, max_active=max_active, outbox=self._outbox_key
         )
         if outcome == "conflict":
             raise IdempotencyConflict(found)
@@ -264,6 +269,17 @@ class JobStore(RecordStore):
         tail = self.r.zrevrangebyscore(index, max_score, "-inf", start=0, num=limit + 8, withscores=True)
         has_more = any(not (s == float(max_score) and m >= (after_id or "")) for m, s in tail)
         return out, _encode_cursor(max_score, after_id) if has_more and after_id else None
+
+    # -- the outbox: jobs stored whose message is not yet known to be sent ------------------------
+    def sent(self, job_id: str) -> None:
+        """The job's message is on the broker (``create`` put the job in the outbox)."""
+        self.r.zrem(self._outbox_key, job_id)
+
+    def unsent(self, *, older_than_s: float, limit: int = 100) -> list[str]:
+        """Jobs stored more than ``older_than_s`` ago whose message nobody reported sent: the API that
+        stored them died (or lost Redis) before sending, or before saying so. Oldest first."""
+        newest = self.clock() - older_than_s
+        return [str(i) for i in self.r.zrangebyscore(self._outbox_key, "-inf", newest, start=0, num=limit)]
 
     # -- worker side -----------------------------------------------------------------------------
     def _move(

@@ -24,7 +24,8 @@ import redis
 from jobs.contract import JobState
 from jobs.errors import ErrorCode, ServiceError
 
-# KEYS: idem key or "", record key, owner index, state counts, owner's active set or "" (no quota).
+# KEYS: idem key or "", record key, owner index, state counts, owner's active set or "" (no quota), outbox or
+# "" (records whose message is not yet known to be sent: jobs.jobstore.JobStore.unsent).
 # ARGV: fingerprint, job id, ttl, score (now), quota, record key prefix, then field/value pairs.
 # Returns {outcome, id}; {'quota', active count} when the owner has ``quota`` records queued or running.
 CREATE_RECORD = """
@@ -57,6 +58,10 @@ redis.call('HSET', KEYS[2], unpack(ARGV, 7))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('HINCRBY', KEYS[4], 'queued', 1)
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+if KEYS[6] ~= '' then
+  redis.call('ZADD', KEYS[6], ARGV[4], ARGV[2])
+  redis.call('EXPIRE', KEYS[6], ARGV[3])
+end
 -- the owner index outlives its records (which expire ttl after their last change) and sheds old ids
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[4]) - 2 * tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[3], 2 * tonumber(ARGV[3]))
@@ -120,16 +125,18 @@ class RecordStore:
         kind: str,
         owner: str,
         max_active: int = 0,
+        outbox: str = "",
     ) -> tuple[str, str]:
         """``(outcome, id)``: ``created``, ``existing`` (same idempotency key and fingerprint: the earlier
         id) or ``conflict``. ``keys``: idempotency key or "", record, owner index, state counts; the
         record key is ``{prefix}:{kind}:{id}``. With ``max_active`` > 0, raises :class:`QuotaExceeded`
-        when ``owner`` already has that many ``kind`` records queued or running."""
+        when ``owner`` already has that many ``kind`` records queued or running. ``outbox``: a sorted set
+        that gets the new id (by time) in the same step, until its message is reported sent."""
         pairs = [x for kv in fields.items() for x in kv]
         active_key = f"{self.prefix}:active_{kind}:{owner}" if max_active > 0 else ""
         args: list[str | int] = [fingerprint, record_id, self.ttl, repr(now), max_active, f"{self.prefix}:{kind}:"]
         args += pairs
-        outcome, found = self._create(keys=[*keys, active_key], args=args)
+        outcome, found = self._create(keys=[*keys, active_key, outbox], args=args)
         if outcome == "quota":
             raise QuotaExceeded(kind, int(found), max_active)
         return str(outcome), str(found)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -93,7 +94,7 @@ def create_celery(settings: WorkerSettings, *, main: str = "echo_tts_worker") ->
 def _connect_lifecycle(app: Celery, settings: WorkerSettings) -> None:
     from .engine import get_engine, init_engine
     from .heartbeat import Heartbeat
-    from .recovery import InFlight, Sweeper
+    from .recovery import InFlight, Sweeper, send_unsent
 
     beats: list[Heartbeat] = []
     sweepers: list[Sweeper] = []
@@ -119,7 +120,8 @@ def _connect_lifecycle(app: Celery, settings: WorkerSettings) -> None:
         beats.append(beat)
         inflight.append(InFlight(engine.jobs.r, name))
         engine.inflight, engine.resend = inflight[0], resend
-        sweeper = Sweeper(engine.jobs.r, restore, name)
+        outbox = partial(send_unsent, engine.jobs, partial(_send_queued, app), grace_s=settings.outbox_grace_s)
+        sweeper = Sweeper(engine.jobs.r, restore, name, outbox=outbox)
         sweeper.start()  # at start too: a worker restarted after a crash re-queues what died with it
         sweepers.append(sweeper)
 
@@ -164,6 +166,12 @@ def _resend(app: Celery, job_id: str) -> None:
     record = get_engine().jobs.get(job_id)
     if record is not None and record.status not in TERMINAL_STATES:
         app.send_task(SYNTHESIZE, kwargs=record.request, queue=QUEUE_INTERACTIVE)
+
+
+def _send_queued(app: Celery, record: Any) -> None:
+    """Send a queued job's message as the API does (task id = job id; Celery drops it after the deadline)."""
+    expires = datetime.fromtimestamp(record.deadline_ts, UTC) if record.deadline_ts is not None else None
+    app.send_task(SYNTHESIZE, kwargs=record.request, queue=QUEUE_INTERACTIVE, task_id=record.id, expires=expires)
 
 
 def _connect_logging(settings: WorkerSettings) -> None:

@@ -19,6 +19,10 @@ entry of this very life whose task is no longer running (``ACTIVE``, in memory):
 Redis was unreachable could neither ack its message nor remove its entry, and once Redis is back the
 message is re-queued at the next sweep instead of after the visibility timeout.
 
+The same sweep sends the messages an API never sent: a job is put in the job store's outbox when it is
+stored and taken out once its message is on the broker, so an API process killed between the two leaves
+a queued job there, which :func:`send_unsent` sends after ``OUTBOX_GRACE_S``.
+
 A worker that was only frozen and wakes up later acks a message that is no longer un-acked: a no-op.
 
 Jobs claimed into another job's batch (``jobs/company.py``) have no message of their own here: the claim
@@ -39,10 +43,14 @@ from typing import Any
 
 import redis
 
-from jobs.contract import INFLIGHT_PATTERN, heartbeat_key, inflight_key, inflight_worker, sweep_lock_key
+from jobs.contract import INFLIGHT_PATTERN, JobState, heartbeat_key, inflight_key, inflight_worker, sweep_lock_key
+from jobs.jobstore import JobRecord, JobStore
 
 log = logging.getLogger(__name__)
 RECOVERY_SWEEP_S = 10.0  # how often each worker looks for dead workers' messages
+# a job stored this long ago whose message the API never reported sent is sent by a worker: longer than
+# any submit takes (a reference upload to slow storage with boto3's retries), far shorter than a deadline
+OUTBOX_GRACE_S = 300.0
 LIFE = uuid.uuid4().hex  # this process's life: tells its in-flight entries from a predecessor's of the same name
 ACTIVE: set[str] = set()  # delivery tags this process is running now (task_prerun .. task_postrun)
 # held while a claim writes its entries and marks them active, so this process's own sweep never reads
@@ -130,16 +138,50 @@ def holds(client: Any, worker: str, job_id: str) -> bool:
     return any(json.loads(raw).get("job_id") == job_id for raw in client.hvals(inflight_key(worker)))
 
 
-class Sweeper:
-    """Sweeps at start and then every ``interval_s`` from a daemon thread; Redis errors are logged
-    and the next sweep tries again."""
+def send_unsent(store: JobStore, send: Callable[[JobRecord], None], *, grace_s: float = OUTBOX_GRACE_S) -> list[str]:
+    """Send the message of every job stored more than ``grace_s`` ago that the API never reported sent
+    (it died, or lost Redis, between storing the record and sending or reporting): a job still queued is
+    sent (``send(record)``), any other is only taken out of the outbox; returns the ids sent. One
+    sweeper at a time; a job sent twice is harmless (the second message finds it held or finished)."""
+    lock = f"{store.prefix}:outbox_sweep"
+    if not store.r.set(lock, "1", nx=True, ex=60):
+        return []
+    sent: list[str] = []
+    try:
+        for job_id in store.unsent(older_than_s=grace_s):
+            record = store.get(job_id)
+            if record is not None and record.status is JobState.QUEUED:
+                log.warning("job %s: stored %.0f s ago and never sent; sending it now", job_id, grace_s)
+                send(record)
+                sent.append(job_id)
+            store.sent(job_id)
+    finally:
+        store.r.delete(lock)
+    return sent
 
-    def __init__(self, client: Any, restore: Restore, me: str, *, interval_s: float = RECOVERY_SWEEP_S) -> None:
+
+class Sweeper:
+    """Sweeps at start and then every ``interval_s`` from a daemon thread: dead workers' messages, and
+    ``outbox`` (called each time, e.g. :func:`send_unsent`). Redis errors are logged and the next sweep
+    tries again."""
+
+    def __init__(
+        self,
+        client: Any,
+        restore: Restore,
+        me: str,
+        *,
+        interval_s: float = RECOVERY_SWEEP_S,
+        outbox: Callable[[], Any] | None = None,
+    ) -> None:
         self.client, self.restore, self.me, self.interval_s = client, restore, me, interval_s
+        self.outbox = outbox
         self._stop = threading.Event()
 
     def run_once(self) -> list[dict[str, Any]]:
         try:
+            if self.outbox is not None:
+                self.outbox()
             return sweep(self.client, self.restore, me=self.me)
         except redis.RedisError as exc:
             log.warning("dead-worker sweep skipped: %s", exc)

@@ -93,6 +93,7 @@ class WorkerSettings:
     # 4.3 single renders (tiny checkpoint, 2 cores), so batching would only delay the first jobs.
     job_batching: bool | None = None
     batch_window_ms: int = 50
+    outbox_grace_s: float = 300.0  # a job stored this long ago and never sent by its API is sent by a worker
     book_ttl_s: int = DEFAULT_BOOK_TTL_S
     log_format: str = "json"  # ECHO_LOG_FORMAT: json (one object per line) or text
     log_level: str = "INFO"  # ECHO_LOG_LEVEL (--loglevel wins)
@@ -147,6 +148,7 @@ class WorkerSettings:
             if (e.get("ECHO_JOB_BATCHING") or "auto").lower() == "auto"
             else boolean(e, "ECHO_JOB_BATCHING", True),
             batch_window_ms=bounded_int(e, "ECHO_BATCH_WINDOW_MS", 50, low=0, high=2000),
+            outbox_grace_s=positive(e, "ECHO_OUTBOX_GRACE_S", 300.0),
             book_ttl_s=read_book_ttl_s(e),
             restore_interval_s=positive(e, "ECHO_UNACKED_RESTORE_INTERVAL_S", 10.0),
             log_format=choice(e, "ECHO_LOG_FORMAT", "json", LOG_FORMATS),

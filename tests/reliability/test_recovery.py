@@ -10,7 +10,7 @@ from redis.retry import Retry
 from jobs.company import WaitingRoom, claim_tag, claimed_job
 from jobs.contract import JobState, heartbeat_key, inflight_key
 from jobs.jobstore import JobStore
-from worker.recovery import InFlight, sweep
+from worker.recovery import InFlight, send_unsent, sweep
 
 
 def test_only_the_messages_of_workers_without_a_heartbeat_are_requeued(redis_client: redis.Redis) -> None:
@@ -106,3 +106,24 @@ def test_jobs_a_dead_worker_claimed_into_its_batch_are_handed_to_the_restore_by_
     # And the jobs are running under the dead worker's claim until a delivery releases it
     record = store.get(first)
     assert record is not None and record.status is JobState.RUNNING and record.claimed_by == "dead@h"
+
+
+def test_a_job_stored_but_never_sent_is_sent_once_after_the_grace_and_nothing_else_is(
+    redis_client: redis.Redis,
+) -> None:
+    # Fault: an API process killed between storing a job and sending its message (or reporting it sent)
+    clock = [1000.0]
+    store = JobStore(redis_client, clock=lambda: clock[0])
+    orphan, sent, canceled = (store.create("alice", {"text": "Hi."})[0].id for _ in range(3))
+    store.sent(sent)  # this one's API reported its message sent
+    store.request_cancel(canceled)
+    clock[0] += 200.0
+    young = store.create("alice", {"text": "Hi."})[0].id  # stored 100 s before the sweep: maybe still sending
+    clock[0] += 100.0
+    messages: list[str] = []
+    # When a worker's sweep runs (twice: the second finds nothing left)
+    first = send_unsent(store, lambda record: messages.append(record.id), grace_s=300.0)
+    second = send_unsent(store, lambda record: messages.append(record.id), grace_s=300.0)
+    # Then only the queued job past the grace was sent, once; the canceled one left the outbox unsent
+    assert first == messages == [orphan] and second == []
+    assert store.unsent(older_than_s=0) == [young]

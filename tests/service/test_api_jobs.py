@@ -38,6 +38,8 @@ def test_a_submitted_job_answers_202_with_location_and_is_enqueued_by_name(
     assert task["task"] == contract.SYNTHESIZE and task["id"] == job["id"]
     request = contract.SynthesisRequest.from_dict(task["kwargs"])
     assert request.owner == "alice" and request.seed == job["request"]["seed"] and request.metadata == {"ref": 1}
+    # And the job is out of the outbox (a worker would send a job left there: worker.recovery.send_unsent)
+    assert redis_client.zcard("echo:outbox") == 0 and redis_client.exists(f"echo:job:{job['id']}")
 
 
 def test_a_given_seed_is_recorded_and_an_absent_one_is_random(api: ApiServer) -> None:

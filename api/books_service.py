@@ -193,6 +193,7 @@ def submit(owner: str, idempotency_key: str | None) -> tuple[BookRecord, bool]:
             log.error("could not store or queue book %s: %s", req.book_id, exc)
             s.books.fail(req.book_id, ErrorCode.UNAVAILABLE, "the book could not be stored or queued; submit it again")
             raise APIError(503, ErrorCode.UNAVAILABLE, "storage or the queue is unavailable; try again") from exc
+        jobs_service.report_sent(s.books, req.book_id)
     return record, created
 
 

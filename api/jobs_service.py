@@ -28,7 +28,7 @@ from jobs.company import WaitingRoom
 from jobs.contract import ContractError, JobState, SynthesisRequest
 from jobs.errors import ErrorCode
 from jobs.jobstore import IdempotencyConflict, InvalidCursor, JobRecord
-from jobs.record_store import QuotaExceeded
+from jobs.record_store import QuotaExceeded, RecordStore
 from jobs.records import fingerprint, iso, new_id
 from jobs.storage import StorageError
 from jobs.views import job_data, job_result
@@ -144,17 +144,18 @@ def submit(
         except Exception:
             s.store.fail(req.job_id, ErrorCode.INTERNAL_ERROR, "the job could not be queued")
             raise
-        _report_sent(req.job_id)
+        report_sent(s.store, req.job_id)
     return record, created
 
 
-def _report_sent(job_id: str) -> None:
-    """Take the job out of the outbox: its message is on the broker. If Redis fails now, a worker's
-    sweep sends the message once more later (``worker.recovery.send_unsent``), which renders nothing twice."""
+def report_sent(store: RecordStore, record_id: str) -> None:
+    """Take a job or book out of its store's outbox: its message is on the broker. If Redis fails now, a
+    worker's sweep sends the message once more later (``worker.recovery.send_unsent``), which renders
+    nothing twice."""
     try:
-        services().store.sent(job_id)
+        store.sent(record_id)
     except redis.RedisError as exc:
-        log.warning("job %s was queued, but the outbox kept it: %s", job_id, exc)
+        log.warning("%s was queued, but the outbox kept it: %s", record_id, exc)
 
 
 def wait_final(job_id: str, timeout_s: float, *, poll_max_s: float = 0.25) -> JobRecord | None:

@@ -195,6 +195,10 @@ class BookStore(RecordStore):
     def _counts_key(self) -> str:
         return f"{self.prefix}:book_counts"
 
+    @property
+    def _outbox_key(self) -> str:
+        return f"{self.prefix}:book_outbox"
+
     # -- create / read -----------------------------------------------------------------------------
     def create(
         self,
@@ -234,7 +238,7 @@ class BookStore(RecordStore):
         keys = [idem, self._key(book_id), self._index(owner), self._counts_key]
         fp = body_fingerprint or fingerprint(request)
         outcome, found = self._create_record(
-            keys, fp, book_id, now, fields, kind="book", owner=owner, max_active=max_active
+            keys, fp, book_id, now, fields, kind="book", owner=owner, max_active=max_active, outbox=self._outbox_key
         )
         if outcome == "conflict":
             raise IdempotencyConflict(found)

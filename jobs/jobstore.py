@@ -270,17 +270,6 @@ class JobStore(RecordStore):
         has_more = any(not (s == float(max_score) and m >= (after_id or "")) for m, s in tail)
         return out, _encode_cursor(max_score, after_id) if has_more and after_id else None
 
-    # -- the outbox: jobs stored whose message is not yet known to be sent ------------------------
-    def sent(self, job_id: str) -> None:
-        """The job's message is on the broker (``create`` put the job in the outbox)."""
-        self.r.zrem(self._outbox_key, job_id)
-
-    def unsent(self, *, older_than_s: float, limit: int = 100) -> list[str]:
-        """Jobs stored more than ``older_than_s`` ago whose message nobody reported sent: the API that
-        stored them died (or lost Redis) before sending, or before saying so. Oldest first."""
-        newest = self.clock() - older_than_s
-        return [str(i) for i in self.r.zrangebyscore(self._outbox_key, "-inf", newest, start=0, num=limit)]
-
     # -- worker side -----------------------------------------------------------------------------
     def _move(
         self,

@@ -158,6 +158,21 @@ class RecordStore:
         flags = ("c" if refuse_if_cancel else "") + ("b" if refuse_if_claimed else "") or "-"
         return bool(self._transition(keys=list(keys), args=[allowed_csv, flags, self.ttl, new.value, *pairs]))
 
+    # -- the outbox: records stored whose first message is not yet known to be sent --------------
+    @property
+    def _outbox_key(self) -> str:
+        raise NotImplementedError
+
+    def sent(self, record_id: str) -> None:
+        """The record's first message is on the broker (``create`` put the record in the outbox)."""
+        self.r.zrem(self._outbox_key, record_id)
+
+    def unsent(self, *, older_than_s: float, limit: int = 100) -> list[str]:
+        """Records stored more than ``older_than_s`` ago whose message nobody reported sent: the API
+        that stored them died (or lost Redis) before sending, or before saying so. Oldest first."""
+        newest = self.clock() - older_than_s
+        return [str(i) for i in self.r.zrangebyscore(self._outbox_key, "-inf", newest, start=0, num=limit)]
+
     def _counts(self, key: str) -> dict[JobState, int]:
         raw = self.r.hgetall(key)
         return {state: max(int(raw.get(state.value, 0)), 0) for state in JobState}

@@ -22,7 +22,9 @@ from jobs import logs
 from jobs.company import claimed_job
 from jobs.contract import (
     ALL_QUEUES,
+    BOOK_PLAN,
     ENCODE_VOICE,
+    QUEUE_ASSEMBLY,
     QUEUE_INTERACTIVE,
     QUEUE_WEBHOOKS,
     SYNTHESIZE,
@@ -120,7 +122,12 @@ def _connect_lifecycle(app: Celery, settings: WorkerSettings) -> None:
         beats.append(beat)
         inflight.append(InFlight(engine.jobs.r, name))
         engine.inflight, engine.resend = inflight[0], resend
-        outbox = partial(send_unsent, engine.jobs, partial(_send_queued, app), grace_s=settings.outbox_grace_s)
+        grace = settings.outbox_grace_s
+
+        def outbox() -> None:
+            send_unsent(engine.jobs, partial(_send_queued, app), grace_s=grace)
+            send_unsent(engine.books, partial(_send_plan, app), grace_s=grace)
+
         sweeper = Sweeper(engine.jobs.r, restore, name, outbox=outbox)
         sweeper.start()  # at start too: a worker restarted after a crash re-queues what died with it
         sweepers.append(sweeper)
@@ -172,6 +179,11 @@ def _send_queued(app: Celery, record: Any) -> None:
     """Send a queued job's message as the API does (task id = job id; Celery drops it after the deadline)."""
     expires = datetime.fromtimestamp(record.deadline_ts, UTC) if record.deadline_ts is not None else None
     app.send_task(SYNTHESIZE, kwargs=record.request, queue=QUEUE_INTERACTIVE, task_id=record.id, expires=expires)
+
+
+def _send_plan(app: Celery, record: Any) -> None:
+    """Send a queued book's plan task as the API does."""
+    app.send_task(BOOK_PLAN, kwargs={"book_id": record.id}, queue=QUEUE_ASSEMBLY)
 
 
 def _connect_logging(settings: WorkerSettings) -> None:

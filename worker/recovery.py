@@ -19,9 +19,9 @@ entry of this very life whose task is no longer running (``ACTIVE``, in memory):
 Redis was unreachable could neither ack its message nor remove its entry, and once Redis is back the
 message is re-queued at the next sweep instead of after the visibility timeout.
 
-The same sweep sends the messages an API never sent: a job is put in the job store's outbox when it is
-stored and taken out once its message is on the broker, so an API process killed between the two leaves
-a queued job there, which :func:`send_unsent` sends after ``OUTBOX_GRACE_S``.
+The same sweep sends the messages an API never sent: a job or book is put in its store's outbox when it
+is stored and taken out once its first message is on the broker, so an API process killed between the
+two leaves a queued record there, which :func:`send_unsent` sends after ``OUTBOX_GRACE_S``.
 
 A worker that was only frozen and wakes up later acks a message that is no longer un-acked: a no-op.
 
@@ -44,7 +44,6 @@ from typing import Any
 import redis
 
 from jobs.contract import INFLIGHT_PATTERN, JobState, heartbeat_key, inflight_key, inflight_worker, sweep_lock_key
-from jobs.jobstore import JobRecord, JobStore
 
 log = logging.getLogger(__name__)
 RECOVERY_SWEEP_S = 10.0  # how often each worker looks for dead workers' messages
@@ -138,12 +137,13 @@ def holds(client: Any, worker: str, job_id: str) -> bool:
     return any(json.loads(raw).get("job_id") == job_id for raw in client.hvals(inflight_key(worker)))
 
 
-def send_unsent(store: JobStore, send: Callable[[JobRecord], None], *, grace_s: float = OUTBOX_GRACE_S) -> list[str]:
-    """Send the message of every job stored more than ``grace_s`` ago that the API never reported sent
-    (it died, or lost Redis, between storing the record and sending or reporting): a job still queued is
-    sent (``send(record)``), any other is only taken out of the outbox; returns the ids sent. One
-    sweeper at a time; a job sent twice is harmless (the second message finds it held or finished)."""
-    lock = f"{store.prefix}:outbox_sweep"
+def send_unsent(store: Any, send: Callable[[Any], None], *, grace_s: float = OUTBOX_GRACE_S) -> list[str]:
+    """Send the first message of every job or book (``store``: a JobStore or BookStore) stored more than
+    ``grace_s`` ago that the API never reported sent (it died, or lost Redis, between storing the record
+    and sending or reporting): one still queued is sent (``send(record)``), any other is only taken out
+    of the outbox; returns the ids sent. One sweeper per store at a time; a message sent twice is
+    harmless (a job's second finds it held or finished; a book's plan runs again as a retry would)."""
+    lock = f"{store._outbox_key}:sweep"
     if not store.r.set(lock, "1", nx=True, ex=60):
         return []
     sent: list[str] = []
@@ -151,7 +151,7 @@ def send_unsent(store: JobStore, send: Callable[[JobRecord], None], *, grace_s: 
         for job_id in store.unsent(older_than_s=grace_s):
             record = store.get(job_id)
             if record is not None and record.status is JobState.QUEUED:
-                log.warning("job %s: stored %.0f s ago and never sent; sending it now", job_id, grace_s)
+                log.warning("%s: stored over %.0f s ago and never sent; sending it now", job_id, grace_s)
                 send(record)
                 sent.append(job_id)
             store.sent(job_id)

@@ -7,6 +7,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from jobs.bookstore import BookStore
 from jobs.company import WaitingRoom, claim_tag, claimed_job
 from jobs.contract import JobState, heartbeat_key, inflight_key
 from jobs.jobstore import JobStore
@@ -127,3 +128,9 @@ def test_a_job_stored_but_never_sent_is_sent_once_after_the_grace_and_nothing_el
     # Then only the queued job past the grace was sent, once; the canceled one left the outbox unsent
     assert first == messages == [orphan] and second == []
     assert store.unsent(older_than_s=0) == [young]
+    # And a book stored and never sent is sent the same way, from its own outbox
+    books = BookStore(redis_client, clock=lambda: clock[0])
+    book = books.create("alice", {"book_id": "b", "seed": 1}, title="T", author=None)[0].id
+    clock[0] += 301.0
+    assert send_unsent(books, lambda record: messages.append(record.id), grace_s=300.0) == [book]
+    assert messages[-1] == book and books.unsent(older_than_s=0) == []

@@ -58,6 +58,8 @@ def test_an_epub_is_read_stored_and_queued_for_planning(api: ApiServer, redis_cl
     assert book["request"]["pauses"] == {"paragraph_s": 1.2} and book["request"]["seed"] == 7
     tasks = queued_tasks(redis_client, contract.QUEUE_ASSEMBLY)
     assert [(t["task"], t["kwargs"]) for t in tasks] == [(contract.BOOK_PLAN, {"book_id": book["id"]})]
+    # (and it left the outbox that a worker would send it from: worker.recovery.send_unsent)
+    assert redis_client.zcard("echo:book_outbox") == 0 and redis_client.exists(f"echo:book:{book['id']}")
     # And the source, the parsed book and the cover are in storage
     s3 = api.s3()
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=api.bucket, Prefix=f"books/{book['id']}/")["Contents"]}

@@ -18,6 +18,7 @@ lands on the job that caused it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -82,13 +83,19 @@ def gather_company(engine: Engine, lead: SynthesisRequest, room: WaitingRoom) ->
     window_ends = time.monotonic() + engine.settings.batch_window_ms / 1000
     claimed: list[str] = []
     sizes = company_sizes(engine, lead)
-    while True:
-        claimed += _claim(engine, room, lead, free - len(claimed), sizes)
-        left = window_ends - time.monotonic()
-        if len(claimed) >= free or left <= 0:
-            break
-        time.sleep(min(POLL_S, left))
-    company = [request for request in (_companion(engine, job_id) for job_id in claimed) if request]
+    try:
+        while True:
+            claimed += _claim(engine, room, lead, free - len(claimed), sizes)
+            left = window_ends - time.monotonic()
+            if len(claimed) >= free or left <= 0:
+                break
+            time.sleep(min(POLL_S, left))
+        company = [request for request in (_companion(engine, job_id) for job_id in claimed) if request]
+    except Exception:  # Redis failing mid-way: what was claimed goes back (or to this process's next sweep)
+        for job_id in claimed:
+            with contextlib.suppress(Exception):
+                _hand_back(engine, job_id)
+        raise
     if company:
         log.info("job %s: rendering together with %s", lead.job_id, ", ".join(r.job_id for r in company))
     return company

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 import torch
 
 from echo_tts.canvas import CanvasPolicy
@@ -31,6 +32,7 @@ from jobs.jobstore import JobStore
 from jobs.records import new_id
 from jobs.settings import SettingsError
 from jobs.storage import LocalStorage, TransientStorageError
+from worker import job_batch
 from worker.engine import Engine
 from worker.job_batch import company_sizes
 from worker.recovery import InFlight
@@ -354,3 +356,21 @@ def test_the_batching_setting_reads_auto_or_a_boolean(raw: str | None, parsed: b
     assert WorkerSettings.from_env(env).job_batching is parsed
     with pytest.raises(SettingsError, match="ECHO_JOB_BATCHING"):
         WorkerSettings.from_env(env | {"ECHO_JOB_BATCHING": "sometimes"})
+
+
+def test_a_failure_right_after_the_claim_hands_the_claimed_jobs_back(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given Redis failing just after a lead claimed a waiting job
+    lead, waiting = _queue(engine), _queue(engine, "Waiting.")
+
+    def lost(_engine: Engine, _job_id: str) -> None:
+        raise redis.ConnectionError("connection lost")
+
+    monkeypatch.setattr(job_batch, "_companion", lost)
+    # When the lead runs, Then the error reaches its task (which retries it)
+    with pytest.raises(redis.ConnectionError):
+        run_synthesis(engine, lead)
+    # And the claimed job was handed back: its message sent again, no entry left, nothing marked active
+    assert engine.resend == [waiting["job_id"]]
+    assert engine.jobs.r.hlen(contract.inflight_key(WORKER)) == 0 and not engine.inflight.active

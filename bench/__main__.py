@@ -104,7 +104,7 @@ def summarise(raw: dict[str, dict[str, Any]], device: str) -> dict[str, Any]:
             "canvas": f"random EchoDiT width {canvas['model']['model_size']}, {canvas['model']['num_layers']} layers, "
             f"{canvas['dtype']}, {canvas['steps']} steps, batch 1, {canvas['device']}, {canvas['threads']} thread(s)",
             "books_service_voice": "tiny checkpoint through the real service, CPU, float32; book groups of 4 vs 1; "
-            "job batching: bursts of 8 one-sentence jobs, ECHO_BATCH_SIZE 4, 4 steps",
+            "job batching: bursts of 8 one-sentence jobs, ECHO_BATCH_SIZE 4, 40 steps, on vs off",
         },
     }
 

@@ -18,8 +18,11 @@ figures issue 10 tracks, and ends with one line ``RESULT {json}``:
 - ``device`` and the model widths and batch sizes each figure was taken at.
 
 ``--quick`` samples fewer segments and jobs (about 10 minutes on 2 CPU cores); ``--device cuda`` runs
-the canvas figures at full size (width 2048, 24 layers, bf16, 40 steps) on the GPU. Numbers depend on
-the machine and its load; report them with the command line. Nothing is asserted.
+the canvas figures at full size (width 2048, 24 layers, bf16, 40 steps) on the GPU, and
+``bench_gpu_efficiency.py`` there: ``fraction_of_peak_batch_{1,4,8,16}``, ``peak_memory_gib_batch_*``,
+``gpu_batch_gain_8`` and ``ten_hour_book_sampling_min``. To spend a short device lease on those alone,
+run ``python bench/bench_gpu_efficiency.py --device cuda``. Numbers depend on the machine and its load;
+report them with the command line. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ TARGETS = {  # issue 10, on the 2-core CPU
     "queue_overhead_p50_ms": ("<=", 15.0),
     "queue_overhead_p99_ms": ("<=", 60.0),
     "api_submits_per_s": (">=", 300.0),
+    # on a GPU (--device cuda), full size, bf16, random weights
+    "fraction_of_peak_batch_8": (">=", 0.5),
+    "gpu_batch_gain_8": (">=", 2.5),
+    "ten_hour_book_sampling_min": ("<=", 6.0),
 }
 
 
@@ -69,6 +76,7 @@ def plans(quick: bool, device: str) -> dict[str, list[str]]:
         "bench_canvas.py": canvas,
         "bench_books.py": ["--paragraphs", "12" if quick else "24", "--probes", "2" if quick else "3"],
         "bench_voice_cache.py": ["--repeats", "1" if quick else "3"],
+        **({"bench_gpu_efficiency.py": []} if cuda else {}),  # full size: FLOP/s share, memory, 10-hour book
         "bench_service.py": [
             "--idle-jobs",
             "20" if quick else "40",
@@ -86,6 +94,7 @@ def summarise(raw: dict[str, dict[str, Any]], device: str) -> dict[str, Any]:
     )
     grouped = next(v for k, v in books.items() if k.startswith("group_") and k != "group_1")
     return {
+        **_gpu_figures(raw.get("bench_gpu_efficiency.py")),
         "canvas_speedup_book": canvas["canvas_speedup_book"],
         "canvas_speedup_short": canvas["canvas_speedup_short"],
         "batch_throughput_gain": books["batch_throughput_gain"],
@@ -107,6 +116,19 @@ def summarise(raw: dict[str, dict[str, Any]], device: str) -> dict[str, Any]:
             "job batching: bursts of 8 one-sentence jobs, ECHO_BATCH_SIZE 4, 40 steps, on vs off",
         },
     }
+
+
+def _gpu_figures(gpu: dict[str, Any] | None) -> dict[str, Any]:
+    """The full-size figures of ``bench_gpu_efficiency.py`` (only with ``--device cuda``)."""
+    if gpu is None:
+        return {}
+    rows = gpu["batches"]
+    figures: dict[str, Any] = {f"fraction_of_peak_batch_{b}": row["fraction_of_peak"] for b, row in rows.items()}
+    figures |= {f"peak_memory_gib_batch_{b}": row["peak_memory_gib"] for b, row in rows.items()}
+    if "8" in rows:
+        figures["gpu_batch_gain_8"] = rows["8"]["batch_gain"]
+    figures["ten_hour_book_sampling_min"] = gpu["ten_hour_book"]["projected_sampling_minutes"]
+    return figures
 
 
 def main() -> None:

@@ -134,6 +134,7 @@ def load_engine(settings: WorkerSettings) -> Engine:
         ae_dtype=settings.ae_dtype,
         token=settings.hf_token,
         canvas=settings.canvas,
+        max_latents=settings.max_latents,
     )
     engine = Engine(
         settings,

@@ -109,7 +109,7 @@ def company_sizes(engine: Engine, lead: SynthesisRequest) -> tuple[int, int]:
     policy = getattr(engine.pipeline, "canvas", None)
     if not getattr(policy, "auto", False):
         return 0, top
-    cap = sampler_config(lead).sequence_length
+    cap = min(sampler_config(lead).sequence_length, engine.settings.max_latents)  # the pipeline's cap
     want = policy.first_canvas(plan_pieces(lead.text, top)[0], cap)  # type: ignore[union-attr]
     sizes = [size for size in range(1, top + 1) if policy.first_canvas("x" * size, cap) == want]  # type: ignore[union-attr]
     return (min(sizes), max(sizes)) if sizes else (0, top)

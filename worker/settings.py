@@ -77,6 +77,9 @@ class WorkerSettings:
     job_ttl_s: int = DEFAULT_JOB_TTL_S
     batch_size: int = 4
     canvas: str = "fixed"
+    # the longest canvas a render samples (ECHO_MAX_LATENTS; 640 = 29.7 s, upstream's). The 8 GB profile:
+    # 576 (26.7 s, still longer than a 300-byte piece speaks) with ECHO_AE_DTYPE=bfloat16 (docs/performance.md)
+    max_latents: int = 640
     # Long text is split into pieces of at most this many UTF-8 bytes. The model fits whatever text
     # it gets into one ~30 s generation (longer text is spoken faster), so a piece should hold
     # ~20 s of speech: 300 bytes is ~20 s of English at ~15 characters/s. The ceiling is the
@@ -138,6 +141,7 @@ class WorkerSettings:
             job_ttl_s=read_job_ttl_s(e),
             batch_size=positive_int(e, "ECHO_BATCH_SIZE", 4),
             canvas=choice(e, "ECHO_CANVAS", "fixed", CANVASES),
+            max_latents=bounded_int(e, "ECHO_MAX_LATENTS", 640, low=64, high=640),
             max_piece_bytes=bounded_int(e, "ECHO_MAX_PIECE_BYTES", 300, low=32, high=MAX_PIECE_BYTES),
             segment_pause_s=parsed(e, "ECHO_SEGMENT_PAUSE_S", DEFAULT_PAUSE_S, float, "a number"),
             latents_cache_size=positive_int(e, "ECHO_LATENTS_CACHE_SIZE", 8),

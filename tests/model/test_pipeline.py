@@ -12,7 +12,7 @@ import torch
 
 from echo_tts.audio import encode_audio
 from echo_tts.config import AE_DOWNSAMPLE_FACTOR, DEFAULT_PRESET, SAMPLE_RATE, sampler_preset
-from echo_tts.errors import Cancelled, InvalidSamplerConfig, TextTooLong
+from echo_tts.errors import Cancelled, InvalidInput, InvalidSamplerConfig, TextTooLong
 from echo_tts.pipeline import Pipeline, as_dtype
 from echo_tts.sampler import encode_conditioning, find_flattening_point, sample
 from echo_tts.speaker import SpeakerLatents, batch_speakers, empty_speaker
@@ -200,3 +200,17 @@ def test_the_pipeline_renders_on_cuda_in_bfloat16_like_on_the_cpu(checkpoint, re
     assert 0 < first.metadata["num_latents"] < 640
     assert first.samples.shape[0] == first.metadata["num_latents"] * AE_DOWNSAMPLE_FACTOR
     assert np.array_equal(first.samples, second.samples)
+
+
+def test_a_pipeline_with_a_latent_cap_never_samples_a_longer_canvas(pipe: Pipeline) -> None:
+    # Given the same loaded parts with the 8 GB profile's kind of cap (here 96 latents, ~4.5 s)
+    capped = Pipeline(pipe.model, pipe.autoencoder, pipe.pca, max_latents=96, model_revision=pipe.model_revision)
+    # When a sentence renders with the default 640-latent config, fixed and fitted
+    for canvas in ("fixed", "auto"):
+        result = capped.synthesize(SENTENCE, None, FAST, seed=0, canvas=canvas)
+        # Then the sampler ran on at most 96 latents, and the audio is no longer than that
+        assert result.metadata["settings"]["sequence_length"] <= 96
+        assert result.samples.shape[0] <= 96 * AE_DOWNSAMPLE_FACTOR
+    # And a cap outside 1..640 is refused by name
+    with pytest.raises(InvalidInput, match="max_latents"):
+        Pipeline(pipe.model, pipe.autoencoder, pipe.pca, max_latents=641)

@@ -49,6 +49,10 @@ def test_the_piece_ceiling_is_the_one_generation_byte_limit_of_echo_tts() -> Non
         ({"ECHO_LATENTS_CACHE_SIZE": "0"}, "ECHO_LATENTS_CACHE_SIZE"),
         ({"ECHO_MAX_PIECE_BYTES": "763"}, "ECHO_MAX_PIECE_BYTES"),
         ({"ECHO_MAX_PIECE_BYTES": "8"}, "ECHO_MAX_PIECE_BYTES"),
+        ({"ECHO_MAX_LATENTS": "641"}, "ECHO_MAX_LATENTS"),
+        ({"ECHO_MAX_LATENTS": "32"}, "ECHO_MAX_LATENTS"),
+        ({"ECHO_OUTBOX_GRACE_S": "0"}, "ECHO_OUTBOX_GRACE_S"),
+        ({"ECHO_BATCH_WINDOW_MS": "2001"}, "ECHO_BATCH_WINDOW_MS"),
     ],
 )
 def test_a_missing_or_malformed_setting_is_refused_naming_it(env: dict[str, str], named: str) -> None:

@@ -156,6 +156,18 @@ def plan_pieces(text: str, max_bytes: int | None = None, *, first_bytes: int | N
     return [first, *plan_pieces(rest, max_bytes)]
 
 
+def canvas_order(pipeline: Any, pieces: Sequence[str], config: SamplerConfig) -> list[int]:
+    """Piece indices in the order they are batched: as written, or with fitted canvases (the pipeline's
+    ``canvas`` policy is ``auto``) by first canvas, so a batch holds one canvas length where it can (a
+    sampler call renders each length apart). Each piece keeps its seed: the track is the same."""
+    policy = getattr(pipeline, "canvas", None)
+    indices = list(range(len(pieces)))
+    if not getattr(policy, "auto", False):
+        return indices
+    cap = min(config.sequence_length, getattr(pipeline, "max_latents", None) or config.sequence_length)
+    return sorted(indices, key=lambda i: policy.first_canvas(pieces[i], cap))  # type: ignore[union-attr]
+
+
 def plan_batches(count: int, batch_size: int, *, lead: int | None = None) -> list[range]:
     """Piece indices per sampler call, in order; ``lead`` pieces go first in a batch of their own."""
     start, batches = 0, []
@@ -212,17 +224,18 @@ def render(
 
         raise InvalidInput("text is empty after removing whitespace")
     seeds = piece_seeds(request.seed, len(pieces))
-    batches = plan_batches(len(pieces), batch_size, lead=1 if streamed else None)
+    order = list(range(len(pieces))) if streamed else canvas_order(pipeline, pieces, config)
+    batches = [order[r.start : r.stop] for r in plan_batches(len(pieces), batch_size, lead=1 if streamed else None)]
     chunks: TrackChunks | None = None
     total_steps = config.num_steps * len(batches)
     kept = kept if len(batches) > 1 else None  # one sampler call: nothing to resume between
     found: dict[int, SynthResult] = {}
     reused: set[int] = set()  # pieces an earlier delivery rendered and kept
-    results: list[SynthResult] = []
+    done: dict[int, SynthResult] = {}  # by piece index
     if control.should_stop():
         raise control.stop_error()
     for number, batch in enumerate(batches):
-        done_before, steps_before = len(results), number * config.num_steps
+        done_before, steps_before = len(done), number * config.num_steps
         if kept is not None:
             found = {i: piece for i in batch if (piece := kept.get(pieces[i], seeds[i])) is not None}
             reused |= set(found)
@@ -253,17 +266,17 @@ def render(
             found[index] = result
             if kept is not None:
                 kept.put(pieces[index], seeds[index], result)
-        results += [found[i] for i in batch]
-        if on_chunk is not None:
-            chunks = chunks or TrackChunks(int(results[0].sample_rate), pause_s)
+        done |= {i: found[i] for i in batch}
+        if on_chunk is not None:  # streamed: batches are in piece order
+            chunks = chunks or TrackChunks(int(done[0].sample_rate), pause_s)
             for index in batch:
-                on_chunk(index, chunks.add(np.asarray(results[index].samples)), chunks.sample_rate)
+                on_chunk(index, chunks.add(np.asarray(done[index].samples)), chunks.sample_rate)
         control.on_progress(
             ProgressReport(
-                (number + 1) / len(batches), (number + 1) * config.num_steps, total_steps, len(results), len(pieces)
+                (number + 1) / len(batches), (number + 1) * config.num_steps, total_steps, len(done), len(pieces)
             )
         )
-    return _assemble(pipeline, pieces, seeds, results, pause_s, reused)
+    return _assemble(pipeline, pieces, seeds, [done[i] for i in range(len(pieces))], pause_s, reused)
 
 
 def _assemble(

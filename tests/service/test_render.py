@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from echo_tts.audio import join_segments
+from echo_tts.canvas import CanvasPolicy
 from echo_tts.config import SamplerConfig
 from echo_tts.errors import Cancelled, InvalidInput
 from jobs.contract import SynthesisRequest, job_pieces_prefix
@@ -108,6 +109,23 @@ def test_long_text_is_split_batched_seeded_per_piece_and_stitched_without_loss()
     # And the track is every piece plus a pause between each
     assert rendered.samples.shape[0] == 5 * (RATE // 10) + 4 * int(0.5 * RATE)
     assert rendered.duration_s == pytest.approx(0.5 + 2.0)
+
+
+def test_with_fitted_canvases_pieces_are_batched_by_canvas_and_the_track_keeps_its_order() -> None:
+    # Given fitted canvases and a text whose pieces alternate short (~1.5 s) and long (~12 s), batches of two
+    short, long = "Yes, it is.", "This one goes on for quite a while, clause after clause, until it ends."
+    text = " ".join([short, long * 2, short, long * 2])
+    fitted = FakePipeline()
+    fitted.canvas = CanvasPolicy("auto")  # type: ignore[attr-defined]
+    # When it renders, and the same request renders with a fixed canvas
+    together = render(fitted, _request(text), None, batch_size=2, pause_s=0.5, max_piece_bytes=150)
+    as_written = render(FakePipeline(), _request(text), None, batch_size=2, pause_s=0.5, max_piece_bytes=150)
+    # Then each sampler call held pieces of one canvas length: the two short ones, then the two long ones
+    assert [[t == short + " " or t == short for t in c[0]] for c in fitted.calls] == [[True, True], [False, False]]
+    assert [c[1] for c in fitted.calls] == [[10, 12], [11, 13]]  # each piece keeps its seed
+    # And the track is the one rendered in written order, piece for piece
+    assert [p["seed"] for p in together.pieces] == [10, 11, 12, 13]
+    np.testing.assert_array_equal(together.samples, as_written.samples)
 
 
 def test_progress_only_moves_forward_and_ends_complete() -> None:

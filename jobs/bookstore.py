@@ -167,6 +167,8 @@ class BookRecord(RecordTimes):
 class BookStore(RecordStore):
     """Book records and their completion counters; ``client`` must use ``decode_responses=True``."""
 
+    kind = "book"
+
     def __init__(
         self,
         client: redis.Redis,
@@ -368,11 +370,3 @@ class BookStore(RecordStore):
         )
 
     # -- webhook delivery state (jobs.webhooks), in the book's own hash ------------------------------
-    def webhook_begin(self, book_id: str, event: str, message_id: str, *, once: bool) -> bool:
-        return webhooks.begin(self.r, self._key(book_id), event, message_id, once=once)
-
-    def webhook_attempt(self, book_id: str, event: str, message_id: str, attempts: int, state: dict[str, Any]) -> bool:
-        return webhooks.record_attempt(self.r, self._key(book_id), event, message_id, attempts, state)
-
-    def webhook_throttle(self, book_id: str, interval_s: float) -> bool:
-        return webhooks.throttle(self.r, f"{self.prefix}:wh_throttle:book:{book_id}", interval_s)

@@ -134,6 +134,8 @@ class JobRecord(RecordTimes):
 class JobStore(RecordStore):
     """Job records and worker heartbeats in Redis. ``client`` must use ``decode_responses=True``."""
 
+    kind = "job"
+
     def __init__(
         self,
         client: redis.Redis,
@@ -428,16 +430,6 @@ class JobStore(RecordStore):
     def is_cancel_requested(self, job_id: str) -> bool:
         status, flag = self.r.hmget(self._job_key(job_id), "status", "cancel_requested")
         return bool(flag == "1" or status == JobState.CANCELED.value)
-
-    # -- webhook delivery state (jobs.webhooks), in the job's own hash ------------------------------
-    def webhook_begin(self, job_id: str, event: str, message_id: str, *, once: bool) -> bool:
-        return webhooks.begin(self.r, self._job_key(job_id), event, message_id, once=once)
-
-    def webhook_attempt(self, job_id: str, event: str, message_id: str, attempts: int, state: dict[str, Any]) -> bool:
-        return webhooks.record_attempt(self.r, self._job_key(job_id), event, message_id, attempts, state)
-
-    def webhook_throttle(self, job_id: str, interval_s: float) -> bool:
-        return webhooks.throttle(self.r, f"{self.prefix}:wh_throttle:job:{job_id}", interval_s)
 
     # -- heartbeats ------------------------------------------------------------------------------
     def heartbeat(self, name: str, info: dict[str, Any] | None = None, *, ttl_s: int = HEARTBEAT_TTL_S) -> None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from jobs import webhooks
 from jobs.contract import JobState
 from jobs.errors import ErrorCode, ServiceError
 
@@ -157,6 +158,21 @@ class RecordStore:
         allowed_csv = ",".join(s.value for s in allowed)
         flags = ("c" if refuse_if_cancel else "") + ("b" if refuse_if_claimed else "") or "-"
         return bool(self._transition(keys=list(keys), args=[allowed_csv, flags, self.ttl, new.value, *pairs]))
+
+    # -- webhook delivery state (jobs.webhooks), in the record's own hash ---------------------------
+    kind = ""  # "job" or "book": a record's hash is {prefix}:{kind}:{id}
+
+    def webhook_begin(self, record_id: str, event: str, message_id: str, *, once: bool) -> bool:
+        return webhooks.begin(self.r, f"{self.prefix}:{self.kind}:{record_id}", event, message_id, once=once)
+
+    def webhook_attempt(
+        self, record_id: str, event: str, message_id: str, attempts: int, state: dict[str, Any]
+    ) -> bool:
+        key = f"{self.prefix}:{self.kind}:{record_id}"
+        return webhooks.record_attempt(self.r, key, event, message_id, attempts, state)
+
+    def webhook_throttle(self, record_id: str, interval_s: float) -> bool:
+        return webhooks.throttle(self.r, f"{self.prefix}:wh_throttle:{self.kind}:{record_id}", interval_s)
 
     # -- the outbox: records stored whose first message is not yet known to be sent --------------
     @property

@@ -49,15 +49,20 @@ def the_field(answer: requests.Response) -> str:
 
 
 @pytest.mark.slow
+def operator_voices(tmp_path: Path) -> Path:
+    """A voices directory (``ECHO_VOICES_DIR``) holding the operator's voice ``narrator``."""
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    (voices / "narrator.wav").write_bytes(wav_bytes())
+    return voices
+
+
 def test_speech_answers_decodable_mp3_wav_and_pcm_with_a_stored_or_an_operator_voice(
     service_env: dict[str, str], start_worker: Callable[..., Any], start_api: Callable[..., ApiProcess], tmp_path: Path
 ) -> None:
     # Given one worker (it creates the bucket), the API with keys and an operator voice, and a voice alice uploaded
-    voices = tmp_path / "voices"
-    voices.mkdir()
-    (voices / "narrator.wav").write_bytes(wav_bytes())
     start_worker(service_env)
-    api = start_api(service_env | {"ECHO_API_KEYS": KEYS, "ECHO_VOICES_DIR": str(voices)})
+    api = start_api(service_env | {"ECHO_API_KEYS": KEYS, "ECHO_VOICES_DIR": str(operator_voices(tmp_path))})
     own = upload_voice(api.url, "alice")
     # When alice asks for speech the way an OpenAI client does (mp3 is the default format)
     mp3 = speech(
@@ -210,13 +215,9 @@ def test_the_official_openai_sdk_gets_speech_by_name_by_alias_and_none(
     from echo_tts.audio import load_audio
 
     # Given a worker and an API with an operator voice narrator and the OpenAI name alloy aliased to it
-    voices = tmp_path / "voices"
-    voices.mkdir()
-    (voices / "narrator.wav").write_bytes(wav_bytes())
     start_worker(service_env)
-    api = start_api(
-        service_env | {"ECHO_API_KEYS": KEYS, "ECHO_VOICES_DIR": str(voices), "ECHO_VOICE_ALIASES": "alloy=narrator"}
-    )
+    voices = {"ECHO_VOICES_DIR": str(operator_voices(tmp_path)), "ECHO_VOICE_ALIASES": "alloy=narrator"}
+    api = start_api(service_env | {"ECHO_API_KEYS": KEYS} | voices)
     client = OpenAI(base_url=f"{api.url}/v1", api_key=API_KEYS["alice"], max_retries=0, timeout=120)
     extra = {"overrides": FAST, "seed": 5}
     # When the SDK asks for speech by the voice's name, by the alias (with instructions), and for none

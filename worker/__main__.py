@@ -11,7 +11,9 @@ naming it (exit status 2).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import socket
 import sys
 
 from jobs import logs
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_celery(settings)
     queues = args.queues or ",".join(settings.queues)
+    name = args.hostname or f"echo-{os.getpid()}@%h"
     argv_worker = [
         "worker",
         "--pool=solo",
@@ -59,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         f"--loglevel={loglevel}",
         "--without-mingle",
         "--without-gossip",
-        f"--hostname={args.hostname or f'echo-{os.getpid()}@%h'}",
+        f"--hostname={name}",
     ]
+    if settings.log_format == "json":  # Celery's banner is plain text on stdout: one JSON line says it instead
+        argv_worker.insert(0, "--quiet")  # a global option of celery's, before the sub-command
+        logging.getLogger("worker").info(
+            "starting worker %s: role %s, queues %s, pool solo", name.replace("%h", socket.gethostname()),
+            settings.role, queues,
+        )  # fmt: skip
     app.worker_main(argv_worker)
     return 0
 

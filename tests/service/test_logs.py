@@ -123,9 +123,9 @@ def test_an_unknown_format_is_refused() -> None:
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
-    """Every line of a process's output that is a JSON object (each must parse); other lines (Celery's
-    start-up banner on stdout) are skipped."""
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    """Every non-empty line of a process's output, each of which must be a JSON object (Celery's plain-text
+    start-up banner is switched off with the JSON format, and warnings are log records)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 @pytest.mark.slow
@@ -156,6 +156,7 @@ def test_worker_and_api_lines_about_a_job_are_json_with_its_id(
     assert isinstance(worker_lines, list)
     assert all({"time", "level", "logger", "message"} <= set(line) for line in json_lines(worker.output()))
     assert any("succeeded" in line["message"] for line in worker_lines)
+    assert any(line["message"].startswith(f"starting worker {worker.name}") for line in json_lines(worker.output()))
     # And the API's access lines for that job's URL carry its id; the submission's line has none
     api_lines = json_lines(api.log.read_text(errors="replace"))
     reads = [

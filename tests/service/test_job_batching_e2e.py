@@ -58,7 +58,7 @@ def test_waiting_jobs_render_in_one_call_and_each_sounds_as_it_does_alone(
     url = start_api(service_env).url
     # (batching switched on: its default, auto, batches on CUDA only)
     start_worker(service_env | {"ECHO_BATCH_SIZE": "4", "ECHO_MAX_PIECE_BYTES": "200", "ECHO_JOB_BATCHING": "true"})
-    busy = submit_job(url, text=LONG, seed=1, overrides=FAST)
+    busy = submit_job(url, text=LONG, seed=1, overrides={"num_steps": 40})  # seconds of work: time to queue three
     # When three short jobs with two different voices and none are submitted meanwhile
     requests_ = [
         ("The first voice speaks here.", 21, _tone(180.0)),

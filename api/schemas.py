@@ -171,7 +171,10 @@ class Job(BaseModel):
     request: RequestEcho
     result: JobResult | None
     error: ErrorBody | None
-    timings: dict[str, float] | None = Field(description="queue_s, render_s, rtf (render time / audio time)")
+    timings: dict[str, float] | None = Field(
+        description="queue_s, render_s, rtf (render time / audio time); the worker's model_s, encode_s, upload_s; "
+        "batch_jobs when other jobs shared the sampler call"
+    )
     worker: JobWorker | None = Field(None, description="While running: the worker holding it and its last heartbeat")
     webhook: WebhookState | None = Field(None, description="The job's webhook and its deliveries; null: none")
     links: dict[str, str]

@@ -27,8 +27,8 @@ A worker that was only frozen and wakes up later acks a message that is no longe
 
 Jobs claimed into another job's batch (``jobs/company.py``) have no message of their own here: the claim
 writes an entry ``claim:{job_id}`` in the claimer's hash, and ``restore`` (given by the Celery app)
-re-sends such a job's message instead of restoring one. :func:`holds` tells a worker that receives a
-message for a job already running elsewhere whether the holder is alive and answers for it.
+re-sends such a job's message instead of restoring one. :func:`holds_claim` tells a worker that receives a
+claimed job's own message whether its claimer is alive and answers for it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from typing import Any
 
 import redis
 
+from jobs.company import claim_tag
 from jobs.contract import INFLIGHT_PATTERN, JobState, heartbeat_key, inflight_key, inflight_worker, sweep_lock_key
 
 log = logging.getLogger(__name__)
@@ -129,12 +130,12 @@ def _reclaim_own(client: Any, restore: Restore, me: str, life: str, active: set[
     return reclaimed
 
 
-def holds(client: Any, worker: str, job_id: str) -> bool:
-    """True when ``worker`` is alive and has an in-flight entry for the job: if it dies, the sweep
-    re-queues (or re-sends) that job, so another message for it may be dropped."""
-    if not client.exists(heartbeat_key(worker)):
-        return False
-    return any(json.loads(raw).get("job_id") == job_id for raw in client.hvals(inflight_key(worker)))
+def holds_claim(client: Any, worker: str, job_id: str) -> bool:
+    """True when ``worker`` is alive and holds the job by a claim entry (``claim:{id}``): if it dies, or its
+    task ends without finishing the job, a sweep re-sends the job, so the job's own message may be
+    dropped. (Only claims: a delivery's entry left behind by a task that ended while Redis was down is
+    restored by tag, which does nothing once another worker has acked that message.)"""
+    return bool(client.exists(heartbeat_key(worker))) and bool(client.hexists(inflight_key(worker), claim_tag(job_id)))
 
 
 def send_unsent(store: Any, send: Callable[[Any], None], *, grace_s: float = OUTBOX_GRACE_S) -> list[str]:
@@ -142,7 +143,8 @@ def send_unsent(store: Any, send: Callable[[Any], None], *, grace_s: float = OUT
     ``grace_s`` ago that the API never reported sent (it died, or lost Redis, between storing the record
     and sending or reporting): one still queued is sent (``send(record)``), any other is only taken out
     of the outbox; returns the ids sent. One sweeper per store at a time; a message sent twice is
-    harmless (a job's second finds it held or finished; a book's plan runs again as a retry would)."""
+    harmless (a job's second renders it again at worst, the same file; a book's plan runs again as a
+    retry would)."""
     lock = f"{store._outbox_key}:sweep"
     if not store.r.set(lock, "1", nx=True, ex=60):
         return []

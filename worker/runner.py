@@ -7,10 +7,9 @@ the record from the stored description. Rendered bytes are also spooled on local
 uploaded (``worker/job_output.py``), so a storage retry on the same machine uploads without
 rendering again.
 
-A message for a job that a live worker already holds (it has an in-flight entry for it: a job taken into
-another job's batch, or a message sent again while its first delivery still runs) is dropped: if the
-holder dies, the dead-worker sweep re-queues that job (``worker/recovery.py``). A short job may take
-waiting jobs into its sampler call (``worker/job_batch.py``).
+A short job may take waiting jobs into its sampler call (``worker/job_batch.py``). The own message of a job
+claimed that way, arriving while its claimer is alive and holds the claim, is dropped: if the claimer dies
+the dead-worker sweep re-sends the job (``worker/recovery.py``).
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from .engine import Engine
 from .job_batch import gather_company, run_together
 from .job_output import Described, ProgressWriter, outcome, settle, spool, spooled
 from .job_pieces import JobPieces
-from .recovery import holds
+from .recovery import holds_claim
 from .render import RenderControl, render
 from .voices import resolve_speaker
 
@@ -129,9 +128,9 @@ def run_synthesis(engine: Engine, payload: dict[str, Any], *, retries: int = 0) 
         log.info("job %s: queue deadline passed before it started; expired, not rendered", job_id)
     if record.status in TERMINAL_STATES:
         return outcome(job_id, record.status, skipped=True)
-    if _held_elsewhere(engine, record.status, record.worker, job_id):
-        log.info("job %s: held by live worker %s; this message is dropped", job_id, record.worker)
-        return outcome(job_id, record.status, skipped=True, held_by=record.worker)
+    if _claimed_elsewhere(engine, record.status, record.claimed_by, job_id):
+        log.info("job %s: in live worker %s's batch; this message is dropped", job_id, record.claimed_by)
+        return outcome(job_id, record.status, skipped=True, held_by=record.claimed_by)
     room = WaitingRoom(engine.jobs)
     if record.claimed_by:  # its claimer died (or handed it back): this message renders it
         room.release(job_id, record.claimed_by)
@@ -158,13 +157,13 @@ def run_synthesis(engine: Engine, payload: dict[str, Any], *, retries: int = 0) 
         engine.busy_job = None
 
 
-def _held_elsewhere(engine: Engine, status: JobState, holder: str | None, job_id: str) -> bool:
-    """Running under another live worker that answers for it (an in-flight entry): rendering it here
-    too would only repeat that work. A holder of this worker's own name is a dead predecessor (a
-    worker renders one job at a time), so the job is rendered here."""
-    if status is not JobState.RUNNING or not holder or holder == engine.worker_name:
+def _claimed_elsewhere(engine: Engine, status: JobState, claimer: str | None, job_id: str) -> bool:
+    """Claimed into another live worker's batch, which answers for it (its claim entry): rendering it
+    here too would only repeat that work. A claimer of this worker's own name is a dead predecessor or
+    this process handing the job back (a worker renders one job at a time), so the job renders here."""
+    if status is not JobState.RUNNING or not claimer or claimer == engine.worker_name:
         return False
-    return holds(engine.jobs.r, holder, job_id)
+    return holds_claim(engine.jobs.r, claimer, job_id)
 
 
 def expire_delivery(engine: Engine, job_id: str, requeue: Callable[[dict[str, Any]], None]) -> str:

@@ -374,3 +374,17 @@ def test_a_failure_right_after_the_claim_hands_the_claimed_jobs_back(
     # And the claimed job was handed back: its message sent again, no entry left, nothing marked active
     assert engine.resend == [waiting["job_id"]]
     assert engine.jobs.r.hlen(contract.inflight_key(WORKER)) == 0 and not engine.inflight.active
+
+
+def test_a_running_jobs_message_is_rendered_even_when_a_live_worker_has_a_delivery_entry_for_it(
+    engine: Engine,
+) -> None:
+    # Fault: Redis came back after a task of live worker w2 ended while it was down; w2's delivery entry for
+    # the job is still there, and kombu restored the job's message, which reaches this worker
+    job = _queue(engine, "Restored.")
+    engine.jobs.mark_running(job["job_id"], worker="w2@test")
+    engine.jobs.heartbeat("w2@test")
+    InFlight(engine.jobs.r, "w2@test", life="w2", active=set()).started("7", "echo.synthesize", "t", job)
+    # When the message runs here, Then it renders (only a claim lets a message be dropped: w2's sweep would
+    # restore this delivery by tag, which does nothing once this worker has acked it)
+    assert run_synthesis(engine, job)["status"] == JobState.SUCCEEDED

@@ -184,7 +184,7 @@ class BookStore(RecordStore):
 
     # -- keys --------------------------------------------------------------------------------------
     def _key(self, book_id: str, part: str = "") -> str:
-        return f"{self.prefix}:book:{book_id}" + (f":{part}" if part else "")
+        return self._record_key(book_id) + (f":{part}" if part else "")
 
     def _keys(self, book_id: str) -> list[str]:
         """The record, then every key that lives and dies with it."""
@@ -239,9 +239,7 @@ class BookStore(RecordStore):
             fields |= webhooks.config_fields(webhook[0], list(webhook[1]))
         keys = [idem, self._key(book_id), self._index(owner), self._counts_key]
         fp = body_fingerprint or fingerprint(request)
-        outcome, found = self._create_record(
-            keys, fp, book_id, now, fields, kind="book", owner=owner, max_active=max_active, outbox=self._outbox_key
-        )
+        outcome, found = self._create_record(keys, fp, book_id, now, fields, owner=owner, max_active=max_active)
         if outcome == "conflict":
             raise IdempotencyConflict(found)
         record = self.get(found)

@@ -124,7 +124,7 @@ class WaitingRoom:
         if limit <= 0:
             return []
         keys = [self._key(request), self.store._counts_key, inflight_key(worker)]
-        args = [limit, repr(self.store.clock()), max_text_bytes, worker, life, lead, f"{self.store.prefix}:job:"]
+        args = [limit, repr(self.store.clock()), max_text_bytes, worker, life, lead, self.store._record_key("")]
         args += [self.store.ttl, CLAIM_TAG_PREFIX, SYNTHESIZE, min_text_bytes]
         return [str(job_id) for job_id in self._claim(keys=keys, args=args)]
 

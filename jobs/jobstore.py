@@ -148,7 +148,7 @@ class JobStore(RecordStore):
         self._progress = client.register_script(_PROGRESS)
 
     def _job_key(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
+        return self._record_key(job_id)
 
     def _index_key(self, owner: str) -> str:
         return f"{self.prefix}:jobs:{owner}"
@@ -224,9 +224,7 @@ class JobStore(RecordStore):
         if webhook is not None:
             fields |= webhooks.config_fields(webhook[0], list(webhook[1]))
         keys = [idem, self._job_key(job_id), self._index_key(owner), self._counts_key]
-        outcome, found = self._create_record(
-            keys, fp, job_id, now, fields, kind="job", owner=owner, max_active=max_active, outbox=self._outbox_key
-        )
+        outcome, found = self._create_record(keys, fp, job_id, now, fields, owner=owner, max_active=max_active)
         if outcome == "conflict":
             raise IdempotencyConflict(found)
         record = self.get(found)

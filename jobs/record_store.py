@@ -15,8 +15,9 @@ was not given (``{p}:{kind}:{id}``): fine on the single Redis the service uses, 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -105,6 +106,8 @@ class QuotaExceeded(ServiceError):
 class RecordStore:
     """The base of the job and book stores; ``client`` must use ``decode_responses=True``."""
 
+    kind = ""  # "job" or "book" (set by each store): a record's hash is {prefix}:{kind}:{id}
+
     def __init__(self, client: redis.Redis, *, prefix: str, ttl_s: int, clock: Callable[[], float] = time.time) -> None:
         self.r: Any = client  # redis-py's stubs ignore decode_responses: values are str here
         self.prefix, self.ttl, self.clock = prefix, int(ttl_s), clock
@@ -123,23 +126,21 @@ class RecordStore:
         now: float,
         fields: dict[str, str],
         *,
-        kind: str,
         owner: str,
         max_active: int = 0,
-        outbox: str = "",
     ) -> tuple[str, str]:
         """``(outcome, id)``: ``created``, ``existing`` (same idempotency key and fingerprint: the earlier
         id) or ``conflict``. ``keys``: idempotency key or "", record, owner index, state counts; the
         record key is ``{prefix}:{kind}:{id}``. With ``max_active`` > 0, raises :class:`QuotaExceeded`
-        when ``owner`` already has that many ``kind`` records queued or running. ``outbox``: a sorted set
-        that gets the new id (by time) in the same step, until its message is reported sent."""
+        when ``owner`` already has that many records of this kind queued or running. The new id enters the
+        outbox (by time) in the same step, until its message is reported sent (:meth:`sent`)."""
         pairs = [x for kv in fields.items() for x in kv]
-        active_key = f"{self.prefix}:active_{kind}:{owner}" if max_active > 0 else ""
-        args: list[str | int] = [fingerprint, record_id, self.ttl, repr(now), max_active, f"{self.prefix}:{kind}:"]
+        active_key = f"{self.prefix}:active_{self.kind}:{owner}" if max_active > 0 else ""
+        args: list[str | int] = [fingerprint, record_id, self.ttl, repr(now), max_active, self._record_key("")]
         args += pairs
-        outcome, found = self._create(keys=[*keys, active_key, outbox], args=args)
+        outcome, found = self._create(keys=[*keys, active_key, self._outbox_key], args=args)
         if outcome == "quota":
-            raise QuotaExceeded(kind, int(found), max_active)
+            raise QuotaExceeded(self.kind, int(found), max_active)
         return str(outcome), str(found)
 
     def _move_record(
@@ -159,17 +160,17 @@ class RecordStore:
         flags = ("c" if refuse_if_cancel else "") + ("b" if refuse_if_claimed else "") or "-"
         return bool(self._transition(keys=list(keys), args=[allowed_csv, flags, self.ttl, new.value, *pairs]))
 
-    # -- webhook delivery state (jobs.webhooks), in the record's own hash ---------------------------
-    kind = ""  # "job" or "book": a record's hash is {prefix}:{kind}:{id}
+    def _record_key(self, record_id: str) -> str:
+        return f"{self.prefix}:{self.kind}:{record_id}"
 
+    # -- webhook delivery state (jobs.webhooks), in the record's own hash ---------------------------
     def webhook_begin(self, record_id: str, event: str, message_id: str, *, once: bool) -> bool:
-        return webhooks.begin(self.r, f"{self.prefix}:{self.kind}:{record_id}", event, message_id, once=once)
+        return webhooks.begin(self.r, self._record_key(record_id), event, message_id, once=once)
 
     def webhook_attempt(
         self, record_id: str, event: str, message_id: str, attempts: int, state: dict[str, Any]
     ) -> bool:
-        key = f"{self.prefix}:{self.kind}:{record_id}"
-        return webhooks.record_attempt(self.r, key, event, message_id, attempts, state)
+        return webhooks.record_attempt(self.r, self._record_key(record_id), event, message_id, attempts, state)
 
     def webhook_throttle(self, record_id: str, interval_s: float) -> bool:
         return webhooks.throttle(self.r, f"{self.prefix}:wh_throttle:{self.kind}:{record_id}", interval_s)
@@ -182,6 +183,17 @@ class RecordStore:
     def sent(self, record_id: str) -> None:
         """The record's first message is on the broker (``create`` put the record in the outbox)."""
         self.r.zrem(self._outbox_key, record_id)
+
+    @contextlib.contextmanager
+    def outbox_sweep(self) -> Iterator[bool]:
+        """Whether this caller is the one outbox sweeper of this store now (a lock of at most 60 s)."""
+        lock = f"{self._outbox_key}:sweep"
+        mine = bool(self.r.set(lock, "1", nx=True, ex=60))
+        try:
+            yield mine
+        finally:
+            if mine:
+                self.r.delete(lock)
 
     def unsent(self, *, older_than_s: float, limit: int = 100) -> list[str]:
         """Records stored more than ``older_than_s`` ago whose message nobody reported sent: the API

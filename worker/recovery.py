@@ -145,20 +145,15 @@ def send_unsent(store: Any, send: Callable[[Any], None], *, grace_s: float = OUT
     of the outbox; returns the ids sent. One sweeper per store at a time; a message sent twice is
     harmless (a job's second renders it again at worst, the same file; a book's plan runs again as a
     retry would)."""
-    lock = f"{store._outbox_key}:sweep"
-    if not store.r.set(lock, "1", nx=True, ex=60):
-        return []
     sent: list[str] = []
-    try:
-        for job_id in store.unsent(older_than_s=grace_s):
-            record = store.get(job_id)
+    with store.outbox_sweep() as mine:
+        for record_id in store.unsent(older_than_s=grace_s) if mine else []:
+            record = store.get(record_id)
             if record is not None and record.status is JobState.QUEUED:
-                log.warning("%s: stored over %.0f s ago and never sent; sending it now", job_id, grace_s)
+                log.warning("%s: stored over %.0f s ago and never sent; sending it now", record_id, grace_s)
                 send(record)
-                sent.append(job_id)
-            store.sent(job_id)
-    finally:
-        store.r.delete(lock)
+                sent.append(record_id)
+            store.sent(record_id)
     return sent
 
 

@@ -33,6 +33,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from api.settings import ApiSettings
     from api.voices_service import register_operator_voices
     from jobs.bookstore import BookStore
+    from jobs.company import WaitingRoom
     from jobs.jobstore import JobStore
     from jobs.request_counts import RequestCounts
     from jobs.storage import StorageError, open_storage
@@ -43,9 +44,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     client = redis.Redis.from_url(
         settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
     )
+    store = config.pop("STORE", None) or JobStore(client, job_ttl_s=settings.job_ttl_s)
     s = Services(
         settings=settings,
-        store=config.pop("STORE", None) or JobStore(client, job_ttl_s=settings.job_ttl_s),
+        store=store,
+        waiting=WaitingRoom(store),
         voices=config.pop("VOICES", None) or VoiceStore(client),
         books=config.pop("BOOKS", None) or BookStore(client, ttl_s=settings.book_ttl_s),
         request_counts=RequestCounts(client),

@@ -24,7 +24,6 @@ from api.schemas import JobCreate, JobListQuery
 from api.services import services
 from api.uploads import Upload, form_fields, json_body, read_audio
 from jobs import contract
-from jobs.company import WaitingRoom
 from jobs.contract import ContractError, JobState, SynthesisRequest
 from jobs.errors import ErrorCode
 from jobs.jobstore import IdempotencyConflict, InvalidCursor, JobRecord
@@ -135,7 +134,7 @@ def submit(
         try:
             if upload and req.speaker_key:
                 s.storage.put_bytes(req.speaker_key, upload.data, content_type=upload.kind.content_type)
-            WaitingRoom(s.store).offer(req.job_id, req.to_dict())  # a worker may batch it with another job
+            s.waiting.offer(req.job_id, req.to_dict())  # a worker may batch it with another job
             s.queue.send_synthesis(req, expires=record.deadline_ts)  # Celery drops it after the deadline
         except UNAVAILABLE as exc:
             log.error("could not enqueue %s: %s", req.job_id, exc)

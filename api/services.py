@@ -10,6 +10,7 @@ from api.queue import TaskQueue
 from api.quotas import RateLimiter
 from api.settings import ApiSettings
 from jobs.bookstore import BookStore
+from jobs.company import WaitingRoom
 from jobs.jobstore import JobStore
 from jobs.request_counts import RequestCounts
 from jobs.storage import Storage
@@ -20,6 +21,7 @@ from jobs.voicestore import VoiceStore
 class Services:
     settings: ApiSettings
     store: JobStore
+    waiting: WaitingRoom  # on the job store's Redis: where jobs wait to be batched together
     voices: VoiceStore
     books: BookStore
     request_counts: RequestCounts

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.bookstore import BookStore
+from jobs.company import WaitingRoom
 from jobs.jobstore import JobStore
 from jobs.storage import Storage, open_storage
 from jobs.voicestore import VoiceStore
@@ -63,6 +64,7 @@ class Engine:
     device: str = "cpu"
     voices: VoiceStore = field(init=False)  # on the job store's Redis connection
     books: BookStore = field(init=False)
+    waiting: WaitingRoom = field(init=False)  # jobs that may be batched together (jobs/company.py)
     latents: LatentsCache = field(default_factory=lambda: LatentsCache(8))
     busy_job: str | None = None
     worker_name: str | None = None  # this process's Celery node name, once it is ready
@@ -78,6 +80,7 @@ class Engine:
         self.books = BookStore(
             self.jobs.r, prefix=self.jobs.prefix, ttl_s=self.settings.book_ttl_s, clock=self.jobs.clock
         )
+        self.waiting = WaitingRoom(self.jobs)
 
     @property
     def model_revision(self) -> str:

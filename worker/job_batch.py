@@ -26,8 +26,8 @@ from functools import partial
 from typing import Any
 
 from echo_tts.errors import InvalidInput
-from jobs.company import WaitingRoom, claim_tag
-from jobs.contract import ContractError, ErrorCode, SynthesisRequest
+from jobs.company import claim_tag
+from jobs.contract import ContractError, ErrorCode, JobState, SynthesisRequest
 from jobs.storage import TransientStorageError
 
 from . import webhook_tasks
@@ -39,6 +39,7 @@ from .job_output import (
     fail_unexpected,
     free_after_out_of_memory,
     is_out_of_memory,
+    outcome,
     settle,
     spool,
     spooled,
@@ -50,6 +51,7 @@ from .render import (
     RenderCancelled,
     RenderControl,
     RenderTimeLimit,
+    first_canvas,
     plan_pieces,
     render_many,
     sampler_config,
@@ -74,7 +76,7 @@ def _lead_pieces(engine: Engine, lead: SynthesisRequest) -> int | None:
     return count if 0 < count < s.batch_size else None
 
 
-def gather_company(engine: Engine, lead: SynthesisRequest, room: WaitingRoom) -> list[SynthesisRequest]:
+def gather_company(engine: Engine, lead: SynthesisRequest) -> list[SynthesisRequest]:
     """Claim waiting jobs that can share the lead's sampler call (possibly none)."""
     pieces = _lead_pieces(engine, lead)
     if pieces is None:
@@ -85,7 +87,7 @@ def gather_company(engine: Engine, lead: SynthesisRequest, room: WaitingRoom) ->
     sizes = company_sizes(engine, lead)
     try:
         while True:
-            claimed += _claim(engine, room, lead, free - len(claimed), sizes)
+            claimed += _claim(engine, lead, free - len(claimed), sizes)
             left = window_ends - time.monotonic()
             if len(claimed) >= free or left <= 0:
                 break
@@ -105,20 +107,18 @@ def company_sizes(engine: Engine, lead: SynthesisRequest) -> tuple[int, int]:
     """The text sizes (UTF-8 bytes) company may have: one piece, and with fitted canvases
     (``ECHO_CANVAS=auto``) the sizes whose first canvas is the lead's first piece's, since a sampler call
     renders each canvas length apart (measured on raw bytes, a close stand-in for the spoken bytes)."""
-    top = engine.settings.max_piece_bytes
-    policy = getattr(engine.pipeline, "canvas", None)
-    if not getattr(policy, "auto", False):
+    top, config = engine.settings.max_piece_bytes, sampler_config(lead)
+    want = first_canvas(engine.pipeline, plan_pieces(lead.text, top)[0], config)
+    if want is None:
         return 0, top
-    cap = min(sampler_config(lead).sequence_length, engine.settings.max_latents)  # the pipeline's cap
-    want = policy.first_canvas(plan_pieces(lead.text, top)[0], cap)  # type: ignore[union-attr]
-    sizes = [size for size in range(1, top + 1) if policy.first_canvas("x" * size, cap) == want]  # type: ignore[union-attr]
+    sizes = [size for size in range(1, top + 1) if first_canvas(engine.pipeline, "x" * size, config) == want]
     return (min(sizes), max(sizes)) if sizes else (0, top)
 
 
-def _claim(engine: Engine, room: WaitingRoom, lead: SynthesisRequest, places: int, sizes: tuple[int, int]) -> list[str]:
+def _claim(engine: Engine, lead: SynthesisRequest, places: int, sizes: tuple[int, int]) -> list[str]:
     low, high = sizes
     with CLAIM_LOCK:  # the claim's entries are marked as this process's before its own sweep can read them
-        claimed = room.claim(
+        claimed = engine.waiting.claim(
             lead.job_id,
             lead.to_dict(),
             limit=places,
@@ -233,7 +233,7 @@ def _render(
             for job in todo:
                 if job.request.job_id != lead.job_id:
                     fail_unexpected(engine, job.request.job_id, exc)
-                    outcomes[job.request.job_id] = {"job_id": job.request.job_id, "status": "failed"}
+                    outcomes[job.request.job_id] = outcome(job.request.job_id, JobState.FAILED)
             raise
         detail = free_after_out_of_memory(exc) if is_out_of_memory(exc) else str(exc)
         log.warning("the batch led by %s was refused (%s): each job renders alone", lead.job_id, detail)
@@ -254,15 +254,14 @@ def _settle_each(
     """Companions first (one whose storage is down is handed back), the lead last: its storage error
     propagates to its task, which retries it."""
     for job in sorted(todo, key=lambda job: job.request.job_id == lead.job_id):
-        request = job.request
-        if request.job_id == lead.job_id:
-            outcomes[request.job_id] = settle(engine, request, partial(produce, job))
-            continue
+        job_id = job.request.job_id
         try:
-            outcomes[request.job_id] = settle(engine, request, partial(produce, job))
+            outcomes[job_id] = settle(engine, job.request, partial(produce, job))
         except TransientStorageError:
-            _hand_back(engine, request.job_id)
-            outcomes[request.job_id] = {"job_id": request.job_id, "status": HANDED_BACK}
+            if job_id == lead.job_id:
+                raise
+            _hand_back(engine, job_id)
+            outcomes[job_id] = outcome(job_id, HANDED_BACK)
 
 
 def _raise(exc: Exception) -> Callable[[], Described]:

@@ -156,16 +156,22 @@ def plan_pieces(text: str, max_bytes: int | None = None, *, first_bytes: int | N
     return [first, *plan_pieces(rest, max_bytes)]
 
 
-def canvas_order(pipeline: Any, pieces: Sequence[str], config: SamplerConfig) -> list[int]:
-    """Piece indices in the order they are batched: as written, or with fitted canvases (the pipeline's
-    ``canvas`` policy is ``auto``) by first canvas, so a batch holds one canvas length where it can (a
-    sampler call renders each length apart). Each piece keeps its seed: the track is the same."""
+def first_canvas(pipeline: Any, text: str, config: SamplerConfig) -> int | None:
+    """The canvas length ``text`` first renders with when the pipeline fits canvases (its ``canvas`` policy
+    is ``auto``, under its ``max_latents`` cap); None with the fixed canvas, where every text shares one."""
     policy = getattr(pipeline, "canvas", None)
-    indices = list(range(len(pieces)))
     if not getattr(policy, "auto", False):
-        return indices
+        return None
     cap = min(config.sequence_length, getattr(pipeline, "max_latents", None) or config.sequence_length)
-    return sorted(indices, key=lambda i: policy.first_canvas(pieces[i], cap))  # type: ignore[union-attr]
+    return int(policy.first_canvas(text, cap))  # type: ignore[union-attr]
+
+
+def canvas_order(pipeline: Any, pieces: Sequence[str], config: SamplerConfig) -> list[int]:
+    """Piece indices in the order they are batched: as written, or with fitted canvases by first canvas,
+    so a batch holds one canvas length where it can (a sampler call renders each length apart). Each
+    piece keeps its seed: the track is the same."""
+    canvases = [first_canvas(pipeline, piece, config) or 0 for piece in pieces]
+    return sorted(range(len(pieces)), key=canvases.__getitem__)
 
 
 def plan_batches(count: int, batch_size: int, *, lead: int | None = None) -> list[range]:

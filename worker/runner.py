@@ -24,7 +24,6 @@ import numpy as np
 
 from echo_tts.audio import encode_stream_chunk, output_sample_rate
 from jobs.audio_stream import AudioStream
-from jobs.company import WaitingRoom
 from jobs.contract import (
     MAX_DELIVERIES,
     TERMINAL_STATES,
@@ -131,9 +130,8 @@ def run_synthesis(engine: Engine, payload: dict[str, Any], *, retries: int = 0) 
     if _claimed_elsewhere(engine, record.status, record.claimed_by, job_id):
         log.info("job %s: in live worker %s's batch; this message is dropped", job_id, record.claimed_by)
         return outcome(job_id, record.status, skipped=True, held_by=record.claimed_by)
-    room = WaitingRoom(engine.jobs)
     if record.claimed_by:  # its claimer died (or handed it back): this message renders it
-        room.release(job_id, record.claimed_by)
+        engine.waiting.release(job_id, record.claimed_by)
     if _finish_from_storage(engine, request):
         return outcome(job_id, JobState.SUCCEEDED, skipped=True)
     if not engine.jobs.mark_running(job_id, worker=engine.worker_name):
@@ -141,7 +139,7 @@ def run_synthesis(engine: Engine, payload: dict[str, Any], *, retries: int = 0) 
             engine.jobs.mark_canceled(job_id)
         current = engine.jobs.get(job_id)
         return outcome(job_id, current.status if current else "unknown")
-    room.withdraw(job_id, request.to_dict())
+    engine.waiting.withdraw(job_id, request.to_dict())
     attempts = engine.jobs.get(job_id).attempts  # type: ignore[union-attr]
     if attempts > MAX_DELIVERIES + retries:
         engine.jobs.fail(job_id, ErrorCode.WORKER_LOST, f"the worker was lost {attempts - 1} times on this job")
@@ -149,7 +147,7 @@ def run_synthesis(engine: Engine, payload: dict[str, Any], *, retries: int = 0) 
     webhook_tasks.notify(engine, "job", job_id)  # started (completed is fired by the task when it ends)
     engine.busy_job = job_id
     try:
-        company = gather_company(engine, request, room)
+        company = gather_company(engine, request)
         if company:
             return run_together(engine, request, company, alone=lambda job: _render_to_spool(engine, job))
         return settle(engine, request, lambda: _render_to_spool(engine, request))

@@ -132,9 +132,9 @@ class Stack:
             wait(lambda: self._healthy(), 60, "the API")
         self.worker: subprocess.Popen[bytes] | None = None
 
-    def _start(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
+    def _start(self, args: list[str], name: str, **env: str) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=ROOT, env=self.env | env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 
@@ -152,12 +152,7 @@ class Stack:
     def start_worker(self, **env: str) -> None:
         import redis
 
-        base = self.env
-        self.env = base | env
-        try:
-            self.worker = self._start([PY, "-m", "worker", "--loglevel", "WARNING"], "worker")
-        finally:
-            self.env = base
+        self.worker = self._start([PY, "-m", "worker", "--loglevel", "WARNING"], "worker", **env)
         client = redis.Redis.from_url(self.env["ECHO_REDIS_URL"])
         wait(
             lambda: self.worker.poll() is None and list(client.scan_iter("echo:heartbeat:*")) or self.worker.poll(),
